@@ -1,0 +1,192 @@
+"""Models as pure functions of a weight list, batched over the tasks of a meta-batch.
+
+Every weight tensor carries a leading task axis ``T``: ``apply(weights, x)`` runs ``T`` independent
+copies of the network at once, copy ``t`` on ``x[t]``. This is what lets MAML adapt one weight copy
+per task without a Python loop: a convolution with per-task filters becomes one batched matmul over
+image patches (TensorFlow's grouped ``conv2d`` has no filter gradient on CPU, and
+``tf.vectorized_map`` falls back to a loop for conv gradients). A single, un-batched model is simply
+``T = 1``.
+
+Batch norm uses the statistics of the current batch of each task (as in the original MAML) and is
+written out by hand: ``tf.nn.moments`` stops the gradient through the mean inside the variance,
+which is harmless to first order but corrupts second-order MAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import tensorflow as tf
+
+Weights = list[tf.Tensor]
+NumpyWeights = list[np.ndarray]
+
+BN_EPSILON = 1e-3
+
+
+class Model(Protocol):
+    """What MAML needs from a network: fresh weights and a task-batched forward pass."""
+
+    def init(self, seed: int) -> NumpyWeights: ...
+
+    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor: ...
+
+
+def _glorot(
+    rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int
+) -> np.ndarray:
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class MLP:
+    """Fully connected ReLU network; the sinusoid model is ``MLP((1, 40, 40, 1))``."""
+
+    sizes: tuple[int, ...] = (1, 40, 40, 1)
+
+    def init(self, seed: int) -> NumpyWeights:
+        rng = np.random.default_rng(seed)
+        weights: NumpyWeights = []
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:], strict=True):
+            weights.append(_glorot(rng, (n_in, n_out), n_in, n_out))
+            weights.append(np.zeros((n_out,), np.float32))
+        return weights
+
+    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+        """``x``: [T, N, sizes[0]] -> [T, N, sizes[-1]]."""
+        h = x
+        n_layers = len(weights) // 2
+        for i in range(n_layers):
+            w, b = weights[2 * i], weights[2 * i + 1]
+            h = tf.matmul(h, w) + b[:, None, :]
+            if i < n_layers - 1:
+                h = tf.nn.relu(h)
+        return h
+
+
+def task_conv3x3(x: tf.Tensor, w: tf.Tensor, stride: int) -> tf.Tensor:
+    """3x3 'same' convolution with a different filter per task.
+
+    ``x``: [T, N, H, W, C_in], ``w``: [T, 3, 3, C_in, C_out] -> [T, N, H', W', C_out].
+    The 9 shifted (strided) views of the zero-padded input are concatenated into patches and
+    multiplied by each task's filter in one batched matmul; every op here has cheap first and second
+    derivatives.
+    """
+    t, n, h, wd, c = (tf.shape(x)[i] for i in range(5))
+    c_static = x.shape[-1]
+    c_out = w.shape[-1]
+    h_out = (h + stride - 1) // stride
+    w_out = (wd + stride - 1) // stride
+    # TensorFlow's SAME padding: total = max((out - 1) * stride + 3 - in, 0), extra row at the end.
+    pad_h = tf.maximum((h_out - 1) * stride + 3 - h, 0)
+    pad_w = tf.maximum((w_out - 1) * stride + 3 - wd, 0)
+    flat = tf.reshape(x, tf.stack([t * n, h, wd, c]))
+    # Pad so that the padded extent is a multiple of the stride; then every strided view is a plain
+    # slice of a [.., H/s, s, W/s, s, C] reshape (TensorFlow's strided slices are slow on CPU).
+    span_h = (h_out - 1) * stride + 3
+    span_w = (w_out - 1) * stride + 3
+    full_h = (span_h + stride - 1) // stride * stride
+    full_w = (span_w + stride - 1) // stride * stride
+    top, left = pad_h // 2, pad_w // 2
+    padded = tf.pad(
+        flat,
+        tf.stack([[0, 0], [top, full_h - h - top], [left, full_w - wd - left], [0, 0]]),
+    )
+    grid = tf.reshape(
+        padded, tf.stack([t * n, full_h // stride, stride, full_w // stride, stride, c])
+    )
+    views = [
+        grid[
+            :,
+            dy // stride : dy // stride + h_out,
+            dy % stride,
+            dx // stride : dx // stride + w_out,
+            dx % stride,
+            :,
+        ]
+        for dy in range(3)
+        for dx in range(3)
+    ]
+    patches = tf.reshape(tf.concat(views, axis=-1), tf.stack([t, n * h_out * w_out, 9 * c]))
+    kernel = tf.reshape(w, [-1, 9 * c_static, c_out])
+    out = tf.matmul(patches, kernel)
+    return tf.reshape(out, tf.stack([t, n, h_out, w_out, c_out]))
+
+
+def task_batch_norm(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
+    """Normalise each task's batch with its own mean and variance (both differentiated through)."""
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    centred = x - mean
+    variance = tf.reduce_mean(tf.square(centred), axis=[1, 2, 3], keepdims=True)
+    return (
+        centred * tf.math.rsqrt(variance + BN_EPSILON) * scale[:, None, None, None, :]
+        + offset[:, None, None, None, :]
+    )
+
+
+@dataclass(frozen=True)
+class ConvNet:
+    """4 x [3x3 conv, batch norm, ReLU (, 2x2 max-pool)] + dense N-way head.
+
+    Omniglot: ``ConvNet(n_way, 28, 1, 64, stride=2, max_pool=False)``;
+    miniImageNet: ``ConvNet(n_way, 84, 3, 32, stride=1, max_pool=True)``.
+    """
+
+    n_way: int = 5
+    image_size: int = 28
+    channels: int = 1
+    filters: int = 64
+    stride: int = 2
+    max_pool: bool = False
+    blocks: int = 4
+
+    def feature_size(self) -> int:
+        side = self.image_size
+        for _ in range(self.blocks):
+            side = -(-side // self.stride)
+            if self.max_pool:
+                side = side // 2
+        return side * side * self.filters
+
+    def init(self, seed: int) -> NumpyWeights:
+        rng = np.random.default_rng(seed)
+        weights: NumpyWeights = []
+        c_in = self.channels
+        for _ in range(self.blocks):
+            weights.append(_glorot(rng, (3, 3, c_in, self.filters), 9 * c_in, 9 * self.filters))
+            weights.append(np.ones((self.filters,), np.float32))  # batch-norm scale
+            weights.append(np.zeros((self.filters,), np.float32))  # batch-norm offset
+            c_in = self.filters
+        features = self.feature_size()
+        weights.append(_glorot(rng, (features, self.n_way), features, self.n_way))
+        weights.append(np.zeros((self.n_way,), np.float32))
+        return weights
+
+    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+        """``x``: [T, N, H, W, C] images -> [T, N, n_way] logits."""
+        h = x
+        for i in range(self.blocks):
+            kernel, scale, offset = weights[3 * i : 3 * i + 3]
+            h = task_conv3x3(h, kernel, self.stride)
+            h = tf.nn.relu(task_batch_norm(h, scale, offset))
+            if self.max_pool:
+                shape = tf.shape(h)
+                pooled = tf.nn.max_pool2d(
+                    tf.reshape(h, tf.concat([[-1], shape[2:]], 0)), 2, 2, "VALID"
+                )
+                h = tf.reshape(pooled, tf.concat([shape[:2], tf.shape(pooled)[1:]], 0))
+        shape = tf.shape(h)
+        flat = tf.reshape(h, tf.stack([shape[0], shape[1], -1]))
+        w, b = weights[-2], weights[-1]
+        return tf.matmul(flat, w) + b[:, None, :]
+
+
+def omniglot_convnet(n_way: int = 5) -> ConvNet:
+    return ConvNet(n_way=n_way, image_size=28, channels=1, filters=64, stride=2, max_pool=False)
+
+
+def miniimagenet_convnet(n_way: int = 5) -> ConvNet:
+    return ConvNet(n_way=n_way, image_size=84, channels=3, filters=32, stride=1, max_pool=True)

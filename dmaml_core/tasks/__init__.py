@@ -1,0 +1,24 @@
+"""Registry of task domains: ``make_domain("sinusoid", k_support=5)``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dmaml_core.tasks.base import Domain
+from dmaml_core.tasks.random_images import RandomImages
+from dmaml_core.tasks.sinusoid import Sinusoid
+
+DOMAINS: dict[str, Callable[..., Domain]] = {
+    "sinusoid": Sinusoid,
+    "random_images": RandomImages,
+}
+
+
+def make_domain(name: str, **params: Any) -> Domain:
+    if name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}; known: {', '.join(sorted(DOMAINS))}")
+    try:
+        return DOMAINS[name](**params)
+    except TypeError as err:  # an unknown parameter name
+        raise ValueError(f"bad parameters for domain {name!r}: {err}") from None

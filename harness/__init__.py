@@ -1,0 +1,1 @@
+"""dmaml-bench harness: suites -> cases -> measurements -> results -> reports."""
