@@ -67,6 +67,12 @@ def task_stream(seed: int, worker_id: int) -> np.random.Generator:
 
 @functools.lru_cache(maxsize=8)
 def compiled_maml(domain: Domain, cfg: MamlConfig) -> CompiledMaml:
+    """The compiled learner for a domain, shared by all workers of this process. A domain whose
+    meta step is not supervised MAML (e.g. RL) provides its own ``compile(cfg)`` returning an object
+    with CompiledMaml's methods (init_optimizer, step, gradients, validate)."""
+    custom = getattr(domain, "compile", None)
+    if custom is not None:
+        return custom(cfg)  # type: ignore[no-any-return]
     return CompiledMaml(domain.model(), cfg)
 
 
