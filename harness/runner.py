@@ -1,0 +1,243 @@
+"""Drive a suite: for every case and seed, a warm-up run, timed runs and validations, each record
+appended to the store the moment it exists. Knows cases and measurements, never MAML maths."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from dmaml_core.backends import Backend, WorkerError
+from dmaml_core.dmaml import CentralLearner, RunRecord, TaskParallelLearner
+from dmaml_core.maml import MamlConfig
+from dmaml_core.tasks import make_domain
+from dmaml_core.weight_generators import make_weight_generator
+from dmaml_core.worker import WorkerConfig, compiled_maml
+from harness.measure import RunMeter
+from harness.store import RunFolder, StoreError
+from harness.suite import Case, Suite
+
+Progress = Callable[[str], None]
+
+
+class CaseFailed(RuntimeError):
+    """A case could not run (worker crash, hang, bad parameters); completed records are kept."""
+
+
+def make_backend(case: Case, config: WorkerConfig) -> Backend:
+    from dmaml_core import backends
+
+    if case.backend == "serial":
+        return backends.SerialBackend(config, case.workers)
+    factory = getattr(backends, "make_backend", None)
+    if factory is None:
+        raise CaseFailed(f"backend {case.backend!r} is not available in this build")
+    options: dict[str, Any] = {"processes": case.processes or None} if case.backend != "ray" else {}
+    return factory(case.backend, config, case.workers, **options)  # type: ignore[no-any-return]
+
+
+def build(case: Case, seed: int) -> tuple[Any, WorkerConfig, Backend]:
+    """(learner, worker config, backend) for one case and seed."""
+    domain = make_domain(case.domain, **case.params())
+    maml = MamlConfig(
+        alpha=case.alpha,
+        beta=case.beta,
+        inner_steps=case.inner_steps,
+        order=case.order,  # type: ignore[arg-type]
+        aggregation=case.aggregation,  # type: ignore[arg-type]
+        loss=domain.loss,
+        jit_compile=case.jit_compile,
+    )
+    config = WorkerConfig(domain, maml, epochs=case.epochs, tasks_per_step=case.tasks, seed=seed)
+    backend = make_backend(case, config)
+    theta = domain.model().init(seed)
+    learner: CentralLearner | TaskParallelLearner
+    if case.mode == "task_parallel":
+        learner = TaskParallelLearner(theta, backend, maml, case.tasks)
+    else:
+        params = {"g": case.g} if case.weight_generator == "weighted" else {}
+        learner = CentralLearner(
+            theta, backend, make_weight_generator(case.weight_generator, **params)
+        )
+    return learner, config, backend
+
+
+def run_fields(case: Case, record: RunRecord, meter: RunMeter) -> dict[str, Any]:
+    """The measurement fields of one run, with units in the names."""
+    measured = meter.result
+    assert measured is not None
+    wall = measured.wall_s
+    compute = record.compute_s
+    steps = int(record.loss_sums.size)
+    tasks = steps * case.tasks if case.mode == "dmaml" else case.tasks
+    cpu_total = measured.driver_cpu_s + (
+        float(record.worker_cpu_s.sum()) if case.backend != "serial" else 0.0
+    )
+    last_losses = record.loss_sums[:, -1]
+    return {
+        "wall_s": wall,
+        "dispatch_s": record.dispatch_s,
+        "compute_s": compute.tolist(),
+        "compute_max_s": float(compute.max()),
+        "compute_sum_s": float(compute.sum()),
+        "collect_s": record.collect_s,
+        "merge_s": record.merge_s,
+        "overhead_s": max(
+            0.0, wall - float(compute.sum() if case.backend == "serial" else compute.max())
+        ),
+        "projected_s": record.dispatch_s
+        + float(compute.max())
+        + record.merge_s
+        + (record.collect_s if case.backend != "serial" else 0.0),
+        "driver_cpu_s": measured.driver_cpu_s,
+        "worker_cpu_s": record.worker_cpu_s.tolist(),
+        "cpu_s": cpu_total,
+        "peak_rss_bytes": measured.peak_rss_bytes,
+        "gpu": measured.gpu,
+        "loss_sums": record.loss_sums.tolist(),
+        "loss_sum": float(np.mean(last_losses)),
+        "accuracy": float(np.mean(record.accuracies[:, -1])),
+        "kept": list(record.kept),
+        "diverged": bool(record.diverged or not np.all(np.isfinite(last_losses))),
+        "tasks_per_s": tasks / wall,
+        "meta_steps_per_s": (steps if case.mode == "dmaml" else 1) / wall,
+        **{f"backend_{k}": v for k, v in record.extra.items()},
+    }
+
+
+def validate(learner: Any, config: WorkerConfig, suite: Suite, seed: int) -> dict[str, Any]:
+    """Thesis fig. 5.1: the [steps + 1, V] query loss/accuracy matrix of fixed held-out tasks;
+    the figure for step s is the row mean."""
+    plan = suite.plan
+    rng = np.random.default_rng([seed, 2**31 - 1])  # a stream no worker uses
+    tasks = config.domain.sample(rng, plan.validation_tasks, "test")
+    compiled = compiled_maml(config.domain, config.maml)
+    start = time.perf_counter()
+    losses, accuracy = compiled.validate(learner.theta, tasks, plan.validation_steps)
+    return {
+        "loss_by_step": losses.mean(axis=1).tolist(),
+        "accuracy_by_step": accuracy.mean(axis=1).tolist(),
+        "loss_final_per_task": losses[-1].tolist(),
+        "accuracy_final_per_task": accuracy[-1].tolist(),
+        "validation_s": time.perf_counter() - start,
+    }
+
+
+def run_case_seed(
+    suite: Suite,
+    case: Case,
+    seed: int,
+    folder: RunFolder,
+    base: dict[str, Any],
+    progress: Progress,
+) -> None:
+    plan = suite.plan
+    compiled_maml.cache_clear()  # every case-seed pays its own tracing in its warm-up run
+    started = time.perf_counter()
+    learner, config, backend = build(case, seed)
+    meter = RunMeter()
+    try:
+        threads = getattr(backend, "threads_per_process", None)
+        folder.append(
+            {
+                **base,
+                "kind": "case_start",
+                "case": asdict(case),
+                "threads": threads,
+                "setup_s": time.perf_counter() - started,
+            }
+        )
+        total = plan.runs + 1  # run 0 is the warm-up
+        for done in range(total + 1):
+            if done in plan.checkpoints:
+                folder.append(
+                    {
+                        **base,
+                        "kind": "validation",
+                        "after_runs": done,
+                        **validate(learner, config, suite, seed),
+                    }
+                )
+            if done == total:
+                break
+            with meter:
+                record = learner.run()
+            fields = run_fields(case, record, meter)
+            folder.append({**base, "kind": "run", "run_index": done, "warmup": done == 0, **fields})
+            progress(
+                f"{case.case_id} seed {seed}: run {done + 1}/{total} "
+                f"{fields['wall_s'] * 1e3:.1f} ms"
+            )
+            if fields["diverged"]:
+                folder.append(
+                    {**base, "kind": "diverged", "run_index": done, "loss_sum": fields["loss_sum"]}
+                )
+                break
+        folder.append({**base, "kind": "case_end", "elapsed_s": time.perf_counter() - started})
+    except WorkerError as err:
+        folder.append({**base, "kind": "case_error", "error": str(err)})
+        raise CaseFailed(f"{case.case_id} seed {seed}: {err}") from None
+    finally:
+        meter.close()
+        backend.close()
+
+
+def completed(
+    records: list[dict[str, Any]], suite: Suite
+) -> tuple[set[tuple[str, int]], dict[tuple[str, int], int]]:
+    """(case-seeds already finished, attempts so far per case-seed); refuses a changed config."""
+    hashes = {c.case_id: c.config_hash() for c in suite.cases}
+    done: set[tuple[str, int]] = set()
+    attempts: dict[tuple[str, int], int] = {}
+    for r in records:
+        key = (r.get("case_id", ""), r.get("seed", -1))
+        if r.get("kind") == "case_start":
+            if key[0] in hashes and r["config_hash"] != hashes[key[0]]:
+                raise StoreError(
+                    f"case {key[0]} changed since these results were written (config hash "
+                    f"{r['config_hash']} -> {hashes[key[0]]}); start a new sweep instead of "
+                    "mixing them (run without --resume)"
+                )
+            attempts[key] = attempts.get(key, 0) + 1
+        if r.get("kind") in ("case_end",):
+            done.add(key)
+    return done, attempts
+
+
+def run_suite(suite: Suite, folder: RunFolder, progress: Progress | None = None) -> None:
+    """Run every case-seed not yet completed in ``folder`` (so a rerun resumes)."""
+    progress = progress or _quiet
+    folder.repair_tail()
+    done, attempts = completed(folder.records(), suite)
+    for case in suite.cases:
+        for seed in suite.plan.seeds:
+            key = (case.case_id, seed)
+            if key in done:
+                progress(f"{case.case_id} seed {seed}: already complete, skipped")
+                continue
+            base = {
+                "suite": suite.name,
+                "scale": suite.scale,
+                "case_id": case.case_id,
+                "config_hash": case.config_hash(),
+                "seed": seed,
+                "attempt": attempts.get(key, 0),
+            }
+            run_case_seed(suite, case, seed, folder, base, progress)
+
+
+def _quiet(message: str) -> None:
+    return None
+
+
+def terminal_progress(message: str) -> None:
+    """One updating line on a terminal; nothing in logs (CI) but case completions."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + message)
+        sys.stderr.flush()
+    elif message.endswith("skipped"):
+        print(message, file=sys.stderr)

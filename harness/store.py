@@ -1,0 +1,172 @@
+"""Results on disk: append-only JSON lines, written so that nothing completed is ever lost.
+
+Layout: ``<root>/<suite>/<scale>-<UTC timestamp>/`` holds
+- ``manifest.json``: suite, scale, machine, versions, git commit, start/end (replaced atomically);
+- ``records.jsonl``: one JSON object per line - every run, validation and case-seed completion,
+  appended (and fsync'ed) the moment it exists.
+A kill -9 can at worst leave a partial *last* line; readers skip it and ``--resume`` cuts it off.
+Every file carries ``schema``; readers refuse versions they do not know.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+
+
+class StoreError(RuntimeError):
+    """A results folder that cannot be read or continued; the message says why."""
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: store them as strings so a diverged run stays visible."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _clean(value.tolist())
+    return value
+
+
+def _restore(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(_clean(data), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_schema(data: dict[str, Any], where: Path) -> None:
+    version = data.get("schema")
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: schema version {version!r} is not supported "
+            f"(this dmaml-bench reads version {SCHEMA_VERSION})"
+        )
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete record of a ``records.jsonl``; a torn final line is skipped."""
+    with path.open("rb") as handle:
+        lines = handle.read().split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # torn last line from a kill mid-write
+                continue
+            raise StoreError(f"{path}:{number}: not a JSON record") from None
+        _check_schema(record, path)
+        yield _restore(record)
+
+
+@dataclass
+class RunFolder:
+    """One invocation's results folder."""
+
+    path: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def records_path(self) -> Path:
+        return self.path / RECORDS
+
+    @classmethod
+    def create(cls, root: Path, suite: str, scale: str) -> RunFolder:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = cls(root / suite / f"{scale}-{stamp}")
+        folder.path.mkdir(parents=True, exist_ok=False)
+        return folder
+
+    @classmethod
+    def latest(cls, root: Path, suite: str, scale: str) -> RunFolder | None:
+        candidates = sorted((root / suite).glob(f"{scale}-*/{MANIFEST}"))
+        return cls(candidates[-1].parent) if candidates else None
+
+    def manifest(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            raise StoreError(
+                f"{self.path}: no {MANIFEST}; not a dmaml-bench results folder"
+            ) from None
+        _check_schema(data, self.manifest_path)
+        return dict(_restore(data))
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path, {**data, "schema": SCHEMA_VERSION})
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.records_path.exists():
+            return []
+        return list(read_records(self.records_path))
+
+    def repair_tail(self) -> None:
+        """Cut a torn final line (left by a kill mid-write) before appending more."""
+        if not self.records_path.exists():
+            return
+        data = self.records_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with self.records_path.open("r+b") as handle:
+                handle.truncate(keep)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record as one line, flushed to disk before returning."""
+        line = json.dumps(_clean({**record, "schema": SCHEMA_VERSION}), sort_keys=True)
+        with self.records_path.open("a") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def find_folders(paths: list[Path]) -> list[RunFolder]:
+    """Results folders at or under each path (a folder with a manifest, or any parent of some)."""
+    found: list[RunFolder] = []
+    for path in paths:
+        if not path.exists():
+            raise StoreError(f"{path}: no such results file or folder")
+        if (path / MANIFEST).exists():
+            found.append(RunFolder(path))
+        else:
+            found.extend(RunFolder(m.parent) for m in sorted(path.rglob(MANIFEST)))
+    return found
