@@ -22,6 +22,18 @@ from harness.store import RunFolder, StoreError
 from harness.suite import Case, Suite
 
 Progress = Callable[[str], None]
+RECORDED_FIELDS = (
+    "domain",
+    "mode",
+    "backend",
+    "workers",
+    "epochs",
+    "tasks",
+    "inner_steps",
+    "order",
+    "aggregation",
+    "weight_generator",
+)
 
 
 class CaseFailed(RuntimeError):
@@ -142,6 +154,7 @@ def run_case_seed(
     meter = RunMeter()
     try:
         threads = getattr(backend, "threads_per_process", None)
+        base = {**base, "threads_per_worker": threads}
         folder.append(
             {
                 **base,
@@ -226,6 +239,8 @@ def run_suite(suite: Suite, folder: RunFolder, progress: Progress | None = None)
                 "config_hash": case.config_hash(),
                 "seed": seed,
                 "attempt": attempts.get(key, 0),
+                # every record says what produced it, not only the case_start record
+                **{k: getattr(case, k) for k in RECORDED_FIELDS},
             }
             run_case_seed(suite, case, seed, folder, base, progress)
 
