@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from dmaml_core.maml import LossKind, Tasks
+from dmaml_core.maml import LossKind
 from dmaml_core.models import Model
 
 Split = Literal["train", "test"]
@@ -25,4 +25,7 @@ class Domain(Protocol):
 
     def model(self) -> Model: ...
 
-    def sample(self, rng: np.random.Generator, n_tasks: int, split: Split = "train") -> Tasks: ...
+    def sample(self, rng: np.random.Generator, n_tasks: int, split: Split = "train") -> Any:
+        """A meta-batch: ``Tasks`` for supervised domains; a domain with its own ``compile(cfg)``
+        (e.g. RL) returns whatever its learner's ``step`` takes."""
+        ...

@@ -93,7 +93,7 @@ def test_bad_arguments_are_clear_errors() -> None:
         SerialBackend(cfg, 0)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         WorkerConfig(DOMAIN, MamlConfig(), epochs=0)
-    with pytest.raises(ValueError, match="unknown domain 'sine'; known: random_images, sinusoid"):
+    with pytest.raises(ValueError, match="unknown domain 'sine'; known: "):
         make_domain("sine")
     with pytest.raises(ValueError, match="needs tasks >= workers"):
         split_tasks(2, 3)

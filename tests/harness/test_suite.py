@@ -78,7 +78,9 @@ def test_unknown_scale_and_suite(tmp_path: Path) -> None:
         load_suite(write(tmp_path, GOOD), "paper")
     with pytest.raises(SuiteError, match="unknown scale 'huge'"):
         load_suite(write(tmp_path, GOOD), "huge")
-    with pytest.raises(SuiteError, match=r"no suite 'nope': not a \.toml file, nor one of: main"):
+    with pytest.raises(
+        SuiteError, match=r"no suite 'nope': not a \.toml file, nor one of: aggregation"
+    ):
         load_suite("nope")
 
 
