@@ -28,6 +28,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not Path(args.data_dir).is_dir():
             raise SuiteError(f"--data-dir {args.data_dir}: no such folder")
         os.environ["DMAML_DATA"] = str(Path(args.data_dir).resolve())
+    if args.ray_address:
+        os.environ["RAY_ADDRESS"] = args.ray_address
     root = Path(args.results_dir)
     if args.resume:
         folder = (
@@ -192,6 +194,11 @@ def parser() -> argparse.ArgumentParser:
         help="where result folders go (default: results/local)",
     )
     run.add_argument("--data-dir", help="folder with the dataset (sets DMAML_DATA)")
+    run.add_argument(
+        "--ray-address",
+        help="Ray cluster for backend 'ray' (sets RAY_ADDRESS; 'auto' joins the local node's "
+        "cluster); without it a local single-node cluster is started",
+    )
     run.add_argument(
         "--extrapolate",
         type=int,

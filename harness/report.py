@@ -37,6 +37,7 @@ class CaseResults:
     validations: list[dict[str, Any]] = field(default_factory=list)
     diverged_seeds: list[int] = field(default_factory=list)
     threads: Any = None
+    startup_s: list[float] = field(default_factory=list)  # building the backend (spawn, init)
 
 
 @dataclass
@@ -72,6 +73,7 @@ def load(folders: list[RunFolder]) -> list[Results]:
                 if case is None:
                     case = results.cases[r["case_id"]] = CaseResults(r["case_id"], r["case"])
                 case.threads = r.get("threads")
+                case.startup_s.append(r.get("setup_s", math.nan))
             elif case is None:
                 continue
             elif r["kind"] == "run":
@@ -121,6 +123,7 @@ def timing_rows(results: Results) -> list[dict[str, Any]]:
                 "wall_ci95_s": wall.ci95,
                 "relative_pct": 100.0 * wall.mean / base_mean if base_mean else math.nan,
                 "warmup_s": warm.mean,
+                "startup_s": summarize(case.startup_s).mean,
                 "projected_s": projected.mean,
                 "projected_ci95_s": projected.ci95,
                 "tasks_per_s": summarize([r["tasks_per_s"] for r in case.runs]).mean,
@@ -245,6 +248,7 @@ TIMING_COLUMNS = [
     "wall_ci95_s",
     "relative_pct",
     "projected_s",
+    "startup_s",
     "warmup_s",
     "tasks_per_s",
     "peak_rss_mb",

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dmaml_core import backends
 from dmaml_core.backends import Backend, WorkerError
 from dmaml_core.dmaml import CentralLearner, RunRecord, TaskParallelLearner
 from dmaml_core.maml import MamlConfig
@@ -41,15 +42,10 @@ class CaseFailed(RuntimeError):
 
 
 def make_backend(case: Case, config: WorkerConfig) -> Backend:
-    from dmaml_core import backends
-
-    if case.backend == "serial":
-        return backends.SerialBackend(config, case.workers)
-    factory = getattr(backends, "make_backend", None)
-    if factory is None:
-        raise CaseFailed(f"backend {case.backend!r} is not available in this build")
-    options: dict[str, Any] = {"processes": case.processes or None} if case.backend != "ray" else {}
-    return factory(case.backend, config, case.workers, **options)  # type: ignore[no-any-return]
+    options: dict[str, Any] = {}
+    if case.backend == "processes" and case.processes:
+        options["processes"] = case.processes
+    return backends.make_backend(case.backend, config, case.workers, **options)
 
 
 def build(case: Case, seed: int) -> tuple[Any, WorkerConfig, Backend]:

@@ -1,0 +1,193 @@
+"""What runs inside one worker process (a spawned process or a Ray actor): a *host* serving several
+logical workers in turn.
+
+W (the algorithm's number of workers) may far exceed the cores, so a backend starts P <= cores
+processes and each hosts the logical workers ``worker_ids`` with their own ``Worker`` object
+(optimizer state and task stream persist across runs, exactly as in the serial backend). The
+compiled MAML functions are shared by the workers of a process, so tracing is paid once per
+process, in the first run (the warm-up).
+
+Both parallel backends use this class so that they measure and fail the same way; only the
+transport (pipes or the Ray object store) differs.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the real imports happen in the host process, after the threads are pinned
+    from dmaml_core.models import NumpyWeights
+    from dmaml_core.worker import GradientResult, Worker, WorkerConfig, WorkerResult
+
+FaultKind = Literal["raise", "kill", "hang"]
+
+
+@dataclass(frozen=True)
+class InjectedFault:
+    """Test-only hook: make logical worker ``worker_id`` fail when it starts run ``run_index``.
+
+    ``raise``: the worker raises; ``kill``: its process SIGKILLs itself (a real, abrupt death);
+    ``hang``: it sleeps forever, so the backend's timeout has to catch it. Backends accept it as the
+    private ``_fault`` constructor argument; nothing else uses it.
+    """
+
+    kind: FaultKind
+    worker_id: int
+    run_index: int
+
+    def trigger(self, worker_id: int, run_index: int) -> None:
+        if (worker_id, run_index) != (self.worker_id, self.run_index):
+            return
+        if self.kind == "raise":
+            raise RuntimeError(f"injected fault in worker {worker_id}, run {run_index}")
+        if self.kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.kind == "hang":
+            while True:
+                time.sleep(3600)
+
+
+@dataclass
+class HostReport:
+    """One host's answer to a run: its workers' results and what the host itself measured.
+
+    ``received`` and ``done`` are ``time.perf_counter()`` stamps taken in the host: when it had the
+    request (theta deserialised) in hand and when its last worker finished. ``perf_counter`` is
+    the system-wide monotonic clock on Linux, macOS and Windows, so hosts on the driver's machine
+    can be compared with the driver's stamps; ``busy_s = done - received`` is usable anywhere.
+    """
+
+    results: list[WorkerResult] | list[GradientResult]
+    received: float
+    done: float
+    cpu_s: float  # CPU time of the whole host process during this request
+    peak_rss_mb: float  # peak resident set size of the host process so far
+    pid: int
+
+    @property
+    def busy_s(self) -> float:
+        return self.done - self.received
+
+
+def peak_rss_mb() -> float:
+    """Peak RSS of this process in MiB (``ru_maxrss`` is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def pin_threads(threads: int) -> int:
+    """Pin TensorFlow's intra- and inter-op pools so that P hosts share the cores without
+    oversubscription. Must run before TensorFlow executes its first op; returns the setting that
+    is actually in force (a host process reused after TF started keeps its old pools)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the TF runtime was already initialised in this process
+        pass
+    return int(tf.config.threading.get_intra_op_parallelism_threads())
+
+
+@dataclass(frozen=True)
+class HostFailure:
+    """A hosted worker raised: returned (not raised) so that every transport reports it alike and
+    the traceback from the host process reaches the driver as text."""
+
+    worker_id: int
+    detail: str
+
+
+@dataclass
+class WorkerHost:
+    """Hosts the logical workers ``worker_ids`` of one process; requests run them in id order."""
+
+    config: WorkerConfig
+    worker_ids: list[int]
+    threads: int
+    fault: InjectedFault | None = None
+    workers: list[Worker] = field(init=False)
+
+    def __post_init__(self) -> None:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.threads = pin_threads(self.threads)
+        from dmaml_core.worker import Worker
+
+        self.workers = [Worker(self.config, i) for i in self.worker_ids]
+
+    def ready(self) -> tuple[int, int]:
+        """(pid, threads in force): the backend waits for this so start-up errors surface early."""
+        return os.getpid(), self.threads
+
+    def run(self, theta: NumpyWeights, run_index: int) -> HostReport | HostFailure:
+        received, cpu_start = time.perf_counter(), time.process_time()
+        results: list[WorkerResult] = []
+        for worker in self.workers:
+            try:
+                if self.fault is not None:
+                    self.fault.trigger(worker.worker_id, run_index)
+                results.append(worker.run(theta))
+            except Exception:
+                return HostFailure(worker.worker_id, traceback.format_exc())
+        return self._report(results, received, cpu_start)
+
+    def gradients(
+        self, theta: NumpyWeights, tasks: dict[int, int], run_index: int
+    ) -> HostReport | HostFailure:
+        """Task-parallel mode: ``tasks[worker_id]`` tasks for each hosted worker."""
+        received, cpu_start = time.perf_counter(), time.process_time()
+        results: list[GradientResult] = []
+        for worker in self.workers:
+            try:
+                if self.fault is not None:
+                    self.fault.trigger(worker.worker_id, run_index)
+                results.append(worker.gradients(theta, tasks[worker.worker_id]))
+            except Exception:
+                return HostFailure(worker.worker_id, traceback.format_exc())
+        return self._report(results, received, cpu_start)
+
+    def _report(
+        self,
+        results: list[WorkerResult] | list[GradientResult],
+        received: float,
+        cpu_start: float,
+    ) -> HostReport:
+        return HostReport(
+            results,
+            received,
+            time.perf_counter(),
+            time.process_time() - cpu_start,
+            peak_rss_mb(),
+            os.getpid(),
+        )
+
+
+def assign_workers(n_workers: int, n_hosts: int) -> list[list[int]]:
+    """Round-robin: worker i lives in host i % P. Deterministic, and keeps hosts within one worker
+    of each other, so the busiest host (which sets the wall time) has ceil(W / P) workers."""
+    return [list(range(h, n_workers, n_hosts)) for h in range(n_hosts)]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def run_info(reports: list[HostReport], threads: int) -> dict[str, float]:
+    """Per-host numbers for ``BackendRun.info`` (floats only: the harness records them as is)."""
+    info = {"processes": float(len(reports)), "threads_per_process": float(threads)}
+    for h, report in enumerate(reports):
+        info[f"p{h}_peak_rss_mb"] = report.peak_rss_mb
+        info[f"p{h}_cpu_s"] = report.cpu_s
+        info[f"p{h}_busy_s"] = report.busy_s
+    return info

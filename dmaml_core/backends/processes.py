@@ -1,0 +1,285 @@
+"""Processes backend: P persistent spawned processes on this machine, each hosting several logical
+workers (see ``host``).
+
+- **spawn**, never fork: TensorFlow's runtime (thread pools, allocator) is not fork-safe.
+- **Persistent**: processes start once, import TensorFlow and build their workers in the
+  constructor; the first run traces the MAML step (the warm-up) and later runs reuse it.
+- **Threads**: each process pins TensorFlow's intra-/inter-op pools to ``threads_per_process``
+  (default ``max(1, cores // P)``) so that P processes share the cores without oversubscription.
+- **Transport**: one duplex pipe per process carrying standard pickles (protocol 5). Theta is
+  pickled once per run and the same bytes are written to every process.
+- **Faults**: a process that dies, a worker that raises and a run that outlives ``timeout_s`` all
+  shut the whole pool down (no process is left behind) and raise ``WorkerError`` naming the run,
+  the process and the logical workers it hosted.
+
+Where the time goes (``BackendRun``): ``dispatch_s`` is the driver's time to pickle theta and write
+it to every pipe. Each process stamps ``time.perf_counter()`` (the system-wide monotonic clock, so
+comparable with the driver's on the same machine) when it holds the unpickled request and when its
+last worker finishes; ``collect_s`` is from the latest such finish to the moment the driver has
+unpickled every result. The lag between the end of dispatch and the last process holding theta is
+reported as ``info["receive_lag_s"]``, so that no communication time hides inside "compute".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import time
+import weakref
+from typing import Any, NoReturn
+
+import multiprocess
+from multiprocess.connection import wait
+
+from dmaml_core.backends.base import BackendRun, WorkerError
+from dmaml_core.backends.host import (
+    HostFailure,
+    HostReport,
+    InjectedFault,
+    WorkerHost,
+    assign_workers,
+    available_cores,
+    run_info,
+)
+from dmaml_core.models import NumpyWeights
+from dmaml_core.worker import GradientResult, WorkerConfig, WorkerResult
+
+DEFAULT_TIMEOUT_S = 600.0  # per run; generous because the first run also traces the step
+DEFAULT_START_TIMEOUT_S = 180.0  # spawn + TensorFlow import + building the workers
+_STOP_GRACE_S = 5.0
+
+
+def _dumps(message: object) -> bytes:
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _host_main(
+    conn: Any,
+    config: WorkerConfig,
+    worker_ids: list[int],
+    threads: int,
+    fault: InjectedFault | None,
+) -> None:
+    """Entry point of a spawned process: build the host, then serve requests until told to stop
+    (or until the driver's end of the pipe closes, so an orphan never lingers)."""
+    try:
+        host = WorkerHost(config, worker_ids, threads, fault)
+        conn.send_bytes(_dumps(("ready", host.ready())))
+    except Exception:
+        import traceback
+
+        conn.send_bytes(_dumps(("failed", HostFailure(-1, traceback.format_exc()))))
+        return
+    while True:
+        try:
+            message = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        kind = message[0]
+        if kind == "stop":
+            return
+        reply: HostReport | HostFailure
+        if kind == "run":
+            _, run_index, theta = message
+            reply = host.run(theta, run_index)
+        else:  # "gradients"
+            _, run_index, theta, tasks = message
+            reply = host.gradients(theta, tasks, run_index)
+        status = "ok" if isinstance(reply, HostReport) else "failed"
+        conn.send_bytes(_dumps((status, reply)))
+
+
+def _stop(processes: list[Any], conns: list[Any], grace_s: float = _STOP_GRACE_S) -> None:
+    """Ask politely (for ``grace_s``), then terminate, then kill; joins everything so no zombie
+    or orphan is left. A module function so that ``weakref.finalize`` can call it at exit."""
+    for conn in conns:
+        with contextlib.suppress(OSError, ValueError):  # already closed or broken: it's gone
+            conn.send_bytes(_dumps(("stop",)))
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(1.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    for conn in conns:
+        conn.close()
+
+
+class ProcessesBackend:
+    name = "processes"
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        n_workers: int,
+        processes: int | None = None,
+        threads_per_process: int | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        _fault: InjectedFault | None = None,
+    ) -> None:
+        if n_workers < 1:
+            raise ValueError(f"workers must be >= 1, got {n_workers}")
+        if processes is not None and processes < 1:
+            raise ValueError(f"processes must be >= 1, got {processes}")
+        if threads_per_process is not None and threads_per_process < 1:
+            raise ValueError(f"threads_per_process must be >= 1, got {threads_per_process}")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        cores = available_cores()
+        self.n_workers = n_workers
+        self.processes = min(n_workers, processes or cores)
+        self.threads_per_process = threads_per_process or max(1, cores // self.processes)
+        self.timeout_s = timeout_s
+        self.assignment = assign_workers(n_workers, self.processes)
+        self.pids: list[int] = []
+        self._failure: str | None = None
+
+        start = time.perf_counter()
+        ctx = multiprocess.get_context("spawn")
+        self._procs: list[Any] = []
+        self._conns: list[Any] = []
+        # Registered before the first start so that even a failing constructor cleans up.
+        self._finalizer = weakref.finalize(self, _stop, self._procs, self._conns)
+        for h, ids in enumerate(self.assignment):
+            ours, theirs = ctx.Pipe(duplex=True)
+            proc = ctx.Process(
+                target=_host_main,
+                args=(theirs, config, ids, self.threads_per_process, _fault),
+                name=f"dmaml-host-{h}",
+                daemon=True,  # dies with the driver even if close() is never reached
+            )
+            proc.start()
+            theirs.close()  # only the child holds it now, so its death reads as EOF here
+            self._procs.append(proc)
+            self._conns.append(ours)
+        replies = self._gather("start-up", start, start_timeout_s)
+        self.pids = [pid for pid, _ in replies]
+        # What the processes actually pinned (the same everywhere: they are fresh processes).
+        self.threads_per_process = replies[0][1]
+        self.startup_s = time.perf_counter() - start
+
+    # -- one round trip ---------------------------------------------------------------------
+
+    def run(self, theta: NumpyWeights, run_index: int) -> BackendRun:
+        reports, dispatch_s, sent, received = self._round_trip(
+            ("run", run_index, theta), f"run {run_index}"
+        )
+        results: list[WorkerResult] = []
+        for report in reports:
+            results.extend(report.results)  # type: ignore[arg-type]
+        results.sort(key=lambda r: r.worker_id)
+        info = run_info(reports, self.threads_per_process)
+        info["receive_lag_s"] = max(0.0, max(r.received for r in reports) - sent)
+        return BackendRun(
+            results,
+            dispatch_s=dispatch_s,
+            collect_s=max(0.0, received - max(r.done for r in reports)),
+            info=info,
+        )
+
+    def gradients(
+        self, theta: NumpyWeights, tasks_per_worker: list[int], run_index: int
+    ) -> list[GradientResult]:
+        if len(tasks_per_worker) != self.n_workers:
+            raise ValueError(
+                f"need one task count per worker ({self.n_workers}), got {len(tasks_per_worker)}"
+            )
+        tasks = dict(enumerate(tasks_per_worker))
+        reports, *_ = self._round_trip(
+            ("gradients", run_index, theta, tasks), f"task-parallel run {run_index}"
+        )
+        results: list[GradientResult] = []
+        for report in reports:
+            results.extend(report.results)  # type: ignore[arg-type]
+        return sorted(results, key=lambda r: r.worker_id)
+
+    def _round_trip(
+        self, message: tuple[Any, ...], what: str
+    ) -> tuple[list[HostReport], float, float, float]:
+        """Send one request to every process and wait for every report.
+        Returns (reports, dispatch_s, time sending ended, time the last report was in)."""
+        if self._failure is not None:
+            raise WorkerError(f"processes backend is shut down after a failure: {self._failure}")
+        if not self._procs:
+            raise WorkerError("processes backend is closed")
+        start = time.perf_counter()
+        payload = _dumps(message)
+        for h, conn in enumerate(self._conns):
+            try:
+                conn.send_bytes(payload)
+            except OSError:
+                self._fail(f"{what}: {self._describe(h)} is gone ({self._exit(h)})")
+        sent = time.perf_counter()
+        reports: list[HostReport] = self._gather(what, start, self.timeout_s)
+        return reports, sent - start, sent, time.perf_counter()
+
+    def _gather(self, what: str, start: float, timeout_s: float) -> list[Any]:
+        """One reply per process, in process order, within ``timeout_s`` of ``start``; any death,
+        failure or timeout is fatal."""
+        deadline = start + timeout_s
+        replies: dict[int, Any] = {}
+        by_conn = {id(conn): h for h, conn in enumerate(self._conns)}
+        by_sentinel = {proc.sentinel: h for h, proc in enumerate(self._procs)}
+        while len(replies) < len(self._procs):
+            pending = [h for h in range(len(self._procs)) if h not in replies]
+            waitables = [self._conns[h] for h in pending] + [
+                self._procs[h].sentinel for h in pending
+            ]
+            remaining = deadline - time.perf_counter()
+            ready = wait(waitables, timeout=max(0.0, remaining)) if remaining > 0 else []
+            if not ready:
+                hung = ", ".join(self._describe(h) for h in pending)
+                self._fail(f"{what}: {hung} did not answer within {timeout_s:g} s")
+            woken = {by_conn[id(o)] for o in ready if id(o) in by_conn}
+            woken |= {by_sentinel[o] for o in ready if o in by_sentinel}
+            for h in sorted(woken):
+                # Read the pipe first: a process that replied and then died still delivers.
+                # A dead process's pipe polls readable too (EOF), so only a read tells them apart.
+                try:
+                    status, reply = pickle.loads(self._conns[h].recv_bytes())
+                except (EOFError, OSError):
+                    self._procs[h].join(1.0)
+                    self._fail(f"{what}: {self._describe(h)} died ({self._exit(h)})")
+                if status == "failed":
+                    worker = reply.worker_id
+                    who = f"worker {worker} in " if worker >= 0 else ""
+                    self._fail(f"{what}: {who}{self._describe(h)} raised:\n{reply.detail}")
+                replies[h] = reply
+        return [replies[h] for h in range(len(self._procs))]
+
+    # -- failure and shutdown -----------------------------------------------------------------
+
+    def _describe(self, h: int) -> str:
+        ids = self.assignment[h]
+        pid = self._procs[h].pid
+        noun = "logical worker" if len(ids) == 1 else "logical workers"
+        return f"process {h} (pid {pid}, {noun} {', '.join(map(str, ids))})"
+
+    def _exit(self, h: int) -> str:
+        code = self._procs[h].exitcode
+        return "still running" if code is None else f"exit code {code}"
+
+    def _fail(self, message: str) -> NoReturn:
+        """Shut the pool down and raise: after a fault the workers' states no longer agree."""
+        self._failure = message.splitlines()[0]
+        # No grace: the survivors may be mid-run (or hung), and their results are worthless now.
+        if self._finalizer.detach() is not None:
+            _stop(self._procs, self._conns, grace_s=0.0)
+        self.close()
+        raise WorkerError(f"processes backend, {message}")
+
+    def close(self) -> None:
+        self._finalizer()  # runs _stop once; later calls are no-ops
+        self._procs.clear()
+        self._conns.clear()
+
+    def __enter__(self) -> ProcessesBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
