@@ -35,7 +35,9 @@ class MamlConfig:
     order: Order = 2  # 2: differentiate through the inner gradient; 1: treat it as a constant
     aggregation: Aggregation = "sum"  # meta-loss over the tasks of a meta-batch
     loss: LossKind = "mse"
-    jit_compile: bool = False  # XLA: measured slower to compile and no faster here (see README)
+    # XLA: slower to compile and no faster for the MLP; a ConvNet traced under XLA takes its
+    # XLA-friendly reference path, 2-3x slower than its default fast path (see models).
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:

@@ -38,7 +38,7 @@ class Workload:
 
 WORKLOADS = (
     Workload("sinusoid-w1-t10-o2", "sinusoid", {}, 10, 2, 50),
-    Workload("omniglot_shape-w1-t8-o1", "random_images", {}, 8, 1, 3, jit_compile=True),
+    Workload("omniglot_shape-w1-t8-o1", "random_images", {}, 8, 1, 3),
 )
 
 
