@@ -45,6 +45,8 @@ def make_backend(case: Case, config: WorkerConfig) -> Backend:
     options: dict[str, Any] = {}
     if case.backend == "processes" and case.processes:
         options["processes"] = case.processes
+    if case.backend != "serial" and case.threads:
+        options["threads_per_process"] = case.threads
     return backends.make_backend(case.backend, config, case.workers, **options)
 
 

@@ -34,6 +34,7 @@ class Case:
     mode: str = "dmaml"  # or "task_parallel" (gradient averaging)
     backend: str = "serial"
     processes: int = 0  # processes backend: 0 = one per core
+    threads: int = 0  # TF threads per worker process (processes/ray): 0 = cores // processes
     workers: int = 1
     epochs: int = 1
     tasks: int = 10
@@ -59,6 +60,7 @@ class Case:
             f"g{self.g:g}" if self.weight_generator == "weighted" else "",
             "tp" if self.mode == "task_parallel" else "",
             self.backend if self.backend != "serial" else "",
+            f"th{self.threads}" if self.threads else "",
             f"b{self.beta:g}" if self.beta != Case.beta else "",
         ]
         return "-".join([core, *[e for e in extras if e]])
@@ -81,7 +83,14 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "aggregation": ("sum", "mean"),
     "weight_generator": ("plain", "loss_median", "weighted", "loss_moving_average"),
 }
-MINIMUM = {"workers": 1, "epochs": 1, "tasks": 1, "inner_steps": 1, "processes": 0}
+MINIMUM = {
+    "workers": 1,
+    "epochs": 1,
+    "tasks": 1,
+    "inner_steps": 1,
+    "processes": 0,
+    "threads": 0,
+}
 POSITIVE = ("alpha", "beta", "g")
 
 
