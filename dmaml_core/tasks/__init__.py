@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dmaml_core.rl.domain import Navigation
 from dmaml_core.tasks.base import Domain
+from dmaml_core.tasks.miniimagenet import MiniImageNet
+from dmaml_core.tasks.omniglot import Omniglot
 from dmaml_core.tasks.random_images import RandomImages
 from dmaml_core.tasks.sinusoid import Sinusoid
 
 DOMAINS: dict[str, Callable[..., Domain]] = {
     "sinusoid": Sinusoid,
     "random_images": RandomImages,
+    "navigation": Navigation,
+    "omniglot": Omniglot,
+    "miniimagenet": MiniImageNet,
 }
 
 
