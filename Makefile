@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## the main job: sinusoid DMAML, 1 vs 4 workers (about a minute)
 	$(BIN)/python -m harness run
 
-test: $(STAMP)  ## lint, type-check and the whole test suite
+test: $(STAMP)  ## lint, type-check, the whole test suite, then every suite once at smoke scale
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest suites/ --benchmark-only -q
 
 bench: $(STAMP)  ## pytest-benchmark over the suites (smoke scale)
 	$(BIN)/python -m pytest suites/ --benchmark-only

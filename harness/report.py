@@ -92,12 +92,16 @@ def _baseline(results: Results) -> CaseResults | None:
 
 
 def scaling(case: dict[str, Any], base: dict[str, Any]) -> tuple[str, float]:
-    """(axis, ratio) for a thesis 'scaling ratio' row: the one axis that differs from baseline."""
+    """(axis, ratio) for a thesis 'scaling ratio' row: the one axis that differs from baseline;
+    several differing fields give their names joined by '+' and no ratio."""
     differing = [a for a in RATIO_AXES if case[a] != base[a]]
-    if len(differing) == 1:
+    others = [k for k in case if k not in (*RATIO_AXES, "name") and case[k] != base.get(k)]
+    if len(differing) == 1 and not others:
         axis = differing[0]
         return axis, case[axis] / base[axis]
-    return ("baseline", 1.0) if not differing else ("mixed", math.nan)
+    if not differing and not others:
+        return "baseline", 1.0
+    return "+".join(differing + others), math.nan
 
 
 def timing_rows(results: Results) -> list[dict[str, Any]]:
