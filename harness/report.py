@@ -141,6 +141,32 @@ def timing_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def ratio_tables(
+    timing: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Pivot the one-axis-at-a-time rows: scaling ratio down, axis across (empty if none)."""
+    axes = [a for a in RATIO_AXES if any(r["axis"] == a for r in timing)]
+    base = next((r for r in timing if r["axis"] == "baseline"), None)
+    if not axes or base is None:
+        return [], []
+    ratios = sorted({1.0, *(r["ratio"] for r in timing if r["axis"] in axes)})
+    seconds, relative = [], []
+    for ratio in ratios:
+        row_s: dict[str, Any] = {"ratio": f"{ratio:g}"}
+        row_r: dict[str, Any] = {"ratio": f"{ratio:g}"}
+        for axis in axes:
+            match = (
+                base
+                if ratio == 1.0
+                else next((r for r in timing if r["axis"] == axis and r["ratio"] == ratio), None)
+            )
+            row_s[axis] = f"{match['wall_s']:.4g} ± {match['wall_ci95_s']:.2g}" if match else "-"
+            row_r[axis] = f"{match['relative_pct']:.0f}" if match else "-"
+        seconds.append(row_s)
+        relative.append(row_r)
+    return seconds, relative
+
+
 def extrapolation_rows(results: Results, n_runs: int) -> list[dict[str, Any]]:
     rows = []
     for case in results.cases.values():
@@ -277,6 +303,13 @@ def render(results: Results, n_runs: int, fmt: str = "simple") -> str:
         "measured, wall time on a machine with >= W free cores"
     )
     parts.append(tabulate(_fmt(timing, TIMING_COLUMNS), TIMING_COLUMNS, tablefmt=fmt))
+    table_63, table_64 = ratio_tables(timing)
+    if table_63:
+        axes = list(table_63[0])[1:]
+        parts.append("\n## Thesis table 6.3 shape: seconds per run by scaling ratio (mean ± ci95)")
+        parts.append(tabulate([list(r.values()) for r in table_63], ["ratio", *axes], tablefmt=fmt))
+        parts.append("\n## Thesis table 6.4 shape: relative to the baseline (%)")
+        parts.append(tabulate([list(r.values()) for r in table_64], ["ratio", *axes], tablefmt=fmt))
     extra = extrapolation_rows(results, n_runs)
     cols = ["case", "n_runs", "extrapolated_s", "extrapolated_ci95_s", "warmup_s"]
     parts.append(

@@ -65,3 +65,13 @@ def test_regression_needs_both_size_and_significance() -> None:
     assert compare(base, now(0.9, 0.01), 0.25)[1] is False  # significant but small
     assert compare(base, now(0.7, 0.9), 0.25)[1] is False  # large but lost in noise
     assert compare(base, now(1.5, 0.01), 0.25)[0][0][-1] == "faster"
+
+
+def test_ratio_tables_pivot_the_scaling_rows(results: report.Results) -> None:
+    timing = report.timing_rows(results)
+    seconds, relative = report.ratio_tables(timing)
+    assert [r["ratio"] for r in seconds] == ["1", "2"]
+    assert list(seconds[0]) == ["ratio", "workers"]
+    assert relative[0]["workers"] == "100"
+    w2 = next(r for r in timing if r["case"] == "w2-e1-t4-sum-o2")
+    assert relative[1]["workers"] == f"{w2['relative_pct']:.0f}"
