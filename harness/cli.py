@@ -179,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
         "--scale",
         choices=SCALES,
         default="quick",
-        help="smoke: seconds (CI); quick: minutes; paper: full fidelity",
+        help="smoke: seconds (CI); quick: minutes (default); paper: full fidelity",
     )
     run.add_argument(
         "--resume",
