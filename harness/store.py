@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from dmaml_core.files import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -54,18 +55,8 @@ def _restore(value: Any) -> Any:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write to a temp file in the same folder, fsync, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_clean(data), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_clean(data), indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, lambda handle: handle.write(text.encode()))
 
 
 def _check_schema(data: dict[str, Any], where: Path) -> None:

@@ -34,13 +34,13 @@ from typing import Any, BinaryIO, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
+from dmaml_core.files import atomic_write_bytes
 from dmaml_core.maml import LossKind, Tasks
 from dmaml_core.models import ConvNet, miniimagenet_convnet
 from dmaml_core.tasks.base import Split
 from dmaml_core.tasks.omniglot import (
     DatasetFormatError,
     DatasetNotFoundError,
-    atomic_write_bytes,
     env_data_candidates,
     sample_tasks,
     shared_data_candidates,

@@ -40,20 +40,20 @@ import dataclasses
 import hashlib
 import io
 import os
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
+from dmaml_core.files import atomic_write_bytes
 from dmaml_core.maml import LossKind, Tasks
 from dmaml_core.models import ConvNet, omniglot_convnet
 from dmaml_core.tasks.base import Split
@@ -113,22 +113,6 @@ def env_data_candidates(name: str) -> list[Path]:
     """``$DMAML_DATA`` may point at the data set folder itself or at a root holding ``<name>/``."""
     root = os.environ.get("DMAML_DATA")
     return [Path(root), Path(root) / name] if root else []
-
-
-def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace``: a crash or a
-    concurrent reader never sees a half-written file. ``write`` is called with the open file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download(url: str, dest: Path, md5: str | None = None, timeout_s: float = 60.0) -> None:
