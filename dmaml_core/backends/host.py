@@ -191,3 +191,17 @@ def run_info(reports: list[HostReport], threads: int) -> dict[str, float]:
         info[f"p{h}_cpu_s"] = report.cpu_s
         info[f"p{h}_busy_s"] = report.busy_s
     return info
+
+
+def check_backend_options(
+    n_workers: int, slots_name: str, slots: int | None, threads: int | None, timeout_s: float
+) -> None:
+    """The argument checks every multi-process backend shares, with the same clear messages."""
+    if n_workers < 1:
+        raise ValueError(f"workers must be >= 1, got {n_workers}")
+    if slots is not None and slots < 1:
+        raise ValueError(f"{slots_name} must be >= 1, got {slots}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads_per_process must be >= 1, got {threads}")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")

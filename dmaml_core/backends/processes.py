@@ -39,6 +39,7 @@ from dmaml_core.backends.host import (
     WorkerHost,
     assign_workers,
     available_cores,
+    check_backend_options,
     run_info,
 )
 from dmaml_core.models import NumpyWeights
@@ -122,14 +123,7 @@ class ProcessesBackend:
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         _fault: InjectedFault | None = None,
     ) -> None:
-        if n_workers < 1:
-            raise ValueError(f"workers must be >= 1, got {n_workers}")
-        if processes is not None and processes < 1:
-            raise ValueError(f"processes must be >= 1, got {processes}")
-        if threads_per_process is not None and threads_per_process < 1:
-            raise ValueError(f"threads_per_process must be >= 1, got {threads_per_process}")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        check_backend_options(n_workers, "processes", processes, threads_per_process, timeout_s)
         cores = available_cores()
         self.n_workers = n_workers
         self.processes = min(n_workers, processes or cores)

@@ -39,6 +39,7 @@ from dmaml_core.backends.host import (
     InjectedFault,
     WorkerHost,
     assign_workers,
+    check_backend_options,
     run_info,
 )
 from dmaml_core.models import NumpyWeights
@@ -89,14 +90,7 @@ class RayBackend:
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         _fault: InjectedFault | None = None,
     ) -> None:
-        if n_workers < 1:
-            raise ValueError(f"workers must be >= 1, got {n_workers}")
-        if actors is not None and actors < 1:
-            raise ValueError(f"actors must be >= 1, got {actors}")
-        if threads_per_process is not None and threads_per_process < 1:
-            raise ValueError(f"threads_per_process must be >= 1, got {threads_per_process}")
-        if not timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        check_backend_options(n_workers, "actors", actors, threads_per_process, timeout_s)
         start = time.perf_counter()
         self.n_workers = n_workers
         self.timeout_s = timeout_s
