@@ -75,10 +75,15 @@ def tile(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
 
 
 def task_losses(
-    model: Model, loss: LossKind, weights: Weights, x: tf.Tensor, y: tf.Tensor
+    model: Model,
+    loss: LossKind,
+    weights: Weights,
+    x: tf.Tensor,
+    y: tf.Tensor,
+    twice_differentiated: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-task mean loss [T] and accuracy [T] (accuracy is 0 for regression)."""
-    out = model.apply(weights, x)
+    out = model.apply(weights, x, twice_differentiated=twice_differentiated)
     if loss == "mse":
         losses = tf.reduce_mean(tf.square(out - y), axis=[1, 2])
         return losses, tf.zeros_like(losses)
@@ -95,7 +100,8 @@ def inner_step(
     summed task losses w.r.t. the stacked weights is the stack of per-task gradients."""
     with tf.GradientTape() as tape:
         tape.watch(weights)
-        losses, _ = task_losses(model, cfg.loss, weights, x, y)
+        # Second order differentiates this pass twice (the outer tape sees the inner gradient).
+        losses, _ = task_losses(model, cfg.loss, weights, x, y, not first_order)
         total = tf.reduce_sum(losses)
     grads = tape.gradient(total, weights)
     if first_order:

@@ -11,14 +11,22 @@ Batch norm uses the statistics of the current batch of each task (as in the orig
 written out by hand: ``tf.nn.moments`` stops the gradient through the mean inside the variance,
 which is harmless to first order but corrupts second-order MAML.
 
-``ConvNet`` has two implementations of the same function. The reference one (im2col + hand-written
-batch norm) works for any dtype, a dynamic task count and under XLA. The fast one, used for float32
-with a static task count outside XLA, runs one native ``conv2d`` per task (as fast as one shared
-conv over all images on CPU, and its first and second derivatives are native kernels too) and keeps
-activations as ``[N, H, W, T * C]`` so that per-task batch norm is one ``FusedBatchNormV3`` with
-``T * C`` channels (its gradient-of-gradient is exact; ``tests/dmaml_core/test_fast_convnet.py``
-checks both paths agree to second order). Under XLA the per-task unrolled graph compiles for
-minutes, hence the reference path there.
+``ConvNet`` has three implementations of the same function. The reference one (im2col +
+hand-written batch norm) works for any dtype, a dynamic task count and under XLA. The fast
+ones, used for float32 with a static task count outside XLA, run one native ``conv2d`` per task
+(TensorFlow runs the independent per-task ops side by side, so together they cost about what one
+shared conv over all images costs) and fused batch norm, whose first and second derivatives are
+native or exact:
+
+- ``apply_per_task``: a separate conv / batch norm / ReLU chain per task, nothing copied between
+  tasks. Fastest for passes differentiated once (first-order MAML, the query pass), but its
+  gradient-of-gradient is thousands of small ops that take long to trace.
+- ``apply_task_channels``: activations as ``[N, H, W, T * C]``, so per-task batch norm is one
+  ``FusedBatchNormV3`` over ``T * C`` channels. Used where second derivatives are taken
+  (``twice_differentiated``, second-order MAML's inner step): one gradient-of-gradient per layer.
+
+``tests/dmaml_core/test_fast_convnet.py`` checks all three agree to second order. Under XLA the
+per-task unrolled graph compiles for minutes, hence the reference path there.
 """
 
 from __future__ import annotations
@@ -41,7 +49,13 @@ class Model(Protocol):
 
     def init(self, seed: int) -> NumpyWeights: ...
 
-    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor: ...
+    def apply(
+        self, weights: Weights, x: tf.Tensor, *, twice_differentiated: bool = False
+    ) -> tf.Tensor:
+        """Run the T per-task weight copies. ``twice_differentiated`` says the caller will take
+        second derivatives through this pass (second-order MAML's inner step): a model may then
+        pick an implementation whose gradient-of-gradient is cheaper to trace."""
+        ...
 
 
 def _glorot(
@@ -65,8 +79,10 @@ class MLP:
             weights.append(np.zeros((n_out,), np.float32))
         return weights
 
-    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
-        """``x``: [T, N, sizes[0]] -> [T, N, sizes[-1]]."""
+    def apply(
+        self, weights: Weights, x: tf.Tensor, *, twice_differentiated: bool = False
+    ) -> tf.Tensor:
+        """``x``: [T, N, sizes[0]] -> [T, N, sizes[-1]] (one graph for every use)."""
         h = x
         n_layers = len(weights) // 2
         for i in range(n_layers):
@@ -175,12 +191,16 @@ class ConvNet:
         weights.append(np.zeros((self.n_way,), np.float32))
         return weights
 
-    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+    def apply(
+        self, weights: Weights, x: tf.Tensor, *, twice_differentiated: bool = False
+    ) -> tf.Tensor:
         """``x``: [T, N, H, W, C] images -> [T, N, n_way] logits."""
         x = tf.convert_to_tensor(x)
-        if use_fast_convnet(x):
-            return self.apply_fast(weights, x)
-        return self.apply_reference(weights, x)
+        if not use_fast_convnet(x):
+            return self.apply_reference(weights, x)
+        if twice_differentiated:
+            return self.apply_task_channels(weights, x)
+        return self.apply_per_task(weights, x)
 
     def apply_reference(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
         """Any dtype, dynamic task count, XLA-friendly: im2col convs and hand-written batch norm."""
@@ -200,8 +220,34 @@ class ConvNet:
         w, b = weights[-2], weights[-1]
         return tf.matmul(flat, w) + b[:, None, :]
 
-    def apply_fast(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
-        """Float32, static task count: per-task native convs, tasks side by side on channels."""
+    def apply_per_task(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+        """Float32, static task count: a separate native conv + fused batch norm chain per task.
+
+        Nothing is copied between tasks, and TensorFlow runs the independent per-task ops side by
+        side on its inter-op threads, so T small chains cost about what one chain over all images
+        costs. Its second derivatives are many small ops (slow to trace): see ``apply``."""
+        n_tasks = int(x.shape[0])
+        per_layer = [tf.unstack(w, num=n_tasks) for w in weights]
+        logits = []
+        for t, h in enumerate(tf.unstack(x, num=n_tasks)):
+            for i in range(self.blocks):
+                kernel, scale, offset = (per_layer[3 * i + j][t] for j in range(3))
+                h = tf.nn.conv2d(h, kernel, self.stride, "SAME")
+                h, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                    h, scale, offset, epsilon=BN_EPSILON, is_training=True
+                )
+                h = tf.nn.relu(h)
+                if self.max_pool:
+                    h = tf.nn.max_pool2d(h, 2, 2, "VALID")
+            flat = tf.reshape(h, tf.stack([tf.shape(h)[0], -1]))
+            logits.append(tf.matmul(flat, per_layer[-2][t]) + per_layer[-1][t])
+        return tf.stack(logits)
+
+    def apply_task_channels(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+        """Float32, static task count: per-task native convs, tasks side by side on channels.
+
+        One ``FusedBatchNormV3`` over ``T * C`` channels normalises every task at once; its
+        gradient-of-gradient is one op per layer, which keeps second-order MAML quick to trace."""
         n_tasks = int(x.shape[0])
         inputs = tf.unstack(x, num=n_tasks)  # T x [N, H, W, C]
         for i in range(self.blocks):

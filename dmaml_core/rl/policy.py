@@ -53,7 +53,9 @@ class GaussianMLPPolicy:
 
     # ---- TensorFlow (differentiable) -------------------------------------------------------
 
-    def apply(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+    def apply(
+        self, weights: Weights, x: tf.Tensor, *, twice_differentiated: bool = False
+    ) -> tf.Tensor:
         """Mean action: ``x`` [T, N, obs_dim] -> [T, N, act_dim] (``Model`` protocol)."""
         act = tf.tanh if self.activation == "tanh" else tf.nn.relu
         h = x

@@ -1,8 +1,11 @@
-"""The fast ``ConvNet`` path (per-task native convs, fused batch norm) against the reference path
-(im2col, hand-written batch norm): same outputs, same first- and second-order MAML gradients.
+"""The fast ``ConvNet`` paths (per-task native convs and fused batch norm, in the per-task and the
+task-channels layout) against the reference path (im2col, hand-written batch norm): same outputs,
+same second derivatives, same first- and second-order MAML gradients.
 
 The fast path is float32 only, so it is compared with the reference path run in float64; the
 reference path itself is checked against finite differences in ``test_maml.py``."""
+
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -46,20 +49,32 @@ def _weights(net: ConvNet, n_tasks: int, dtype: tf.DType, seed: int = 0) -> list
     return out
 
 
+LAYOUTS = ["per_task", "task_channels"]
+
+
+def _fast_apply(net: ConvNet, layout: str) -> Callable[[list[tf.Tensor], tf.Tensor], tf.Tensor]:
+    return net.apply_per_task if layout == "per_task" else net.apply_task_channels
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("net", NETS, ids=IDS)
-def test_fast_forward_matches_reference(net: ConvNet) -> None:
+def test_fast_forward_matches_reference(net: ConvNet, layout: str) -> None:
     tasks = _tasks(net, 3, 4, seed=1)
     x = tf.constant(tasks.support_x, tf.float32)
     weights = _weights(net, 3, tf.float32)
     assert use_fast_convnet(x)
-    fast = net.apply_fast(weights, x).numpy()
+    fast = _fast_apply(net, layout)(weights, x).numpy()
     reference = net.apply_reference(weights, x).numpy()
     np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(net.apply(weights, x).numpy(), fast)
+    twice = layout == "task_channels"
+    np.testing.assert_allclose(net.apply(weights, x, twice_differentiated=twice).numpy(), fast)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("net", NETS, ids=IDS)
-def test_fast_input_and_weight_hessian_vector_products_match_reference(net: ConvNet) -> None:
+def test_fast_input_and_weight_hessian_vector_products_match_reference(
+    net: ConvNet, layout: str
+) -> None:
     """Second derivatives of a task loss through the fast path: d/dw <d loss/dw, v>."""
     tasks = _tasks(net, 2, 3, seed=2)
     mix = np.random.default_rng(3).standard_normal((2, 3, net.n_way))
@@ -69,7 +84,7 @@ def test_fast_input_and_weight_hessian_vector_products_match_reference(net: Conv
         weights = _weights(net, 2, dtype)
         rng = np.random.default_rng(4)
         vs = [tf.constant(rng.standard_normal(w.shape), dtype) for w in weights]
-        apply = net.apply_fast if fast else net.apply_reference
+        apply = _fast_apply(net, layout) if fast else net.apply_reference
         with tf.GradientTape() as outer:
             outer.watch(weights)
             with tf.GradientTape() as inner:
