@@ -29,3 +29,11 @@ class Domain(Protocol):
         """A meta-batch: ``Tasks`` for supervised domains; a domain with its own ``compile(cfg)``
         (e.g. RL) returns whatever its learner's ``step`` takes."""
         ...
+
+
+def check_few_shot(n_way: int, k_shot: int, k_query: int) -> None:
+    """The one shape check every N-way K-shot domain shares."""
+    if n_way < 2 or k_shot < 1 or k_query < 1:
+        raise ValueError(
+            f"need n_way >= 2, k_shot >= 1, k_query >= 1; got {n_way}, {k_shot}, {k_query}"
+        )

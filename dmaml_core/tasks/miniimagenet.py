@@ -37,7 +37,7 @@ import numpy as np
 from dmaml_core.files import atomic_write_bytes
 from dmaml_core.maml import LossKind, Tasks
 from dmaml_core.models import ConvNet, miniimagenet_convnet
-from dmaml_core.tasks.base import Split
+from dmaml_core.tasks.base import Split, check_few_shot
 from dmaml_core.tasks.omniglot import (
     DatasetFormatError,
     DatasetNotFoundError,
@@ -265,11 +265,7 @@ class MiniImageNet:
     loss: ClassVar[LossKind] = "xent"
 
     def __post_init__(self) -> None:
-        if self.n_way < 2 or self.k_shot < 1 or self.k_query < 1:
-            raise ValueError(
-                f"need n_way >= 2, k_shot >= 1, k_query >= 1; got {self.n_way}, "
-                f"{self.k_shot}, {self.k_query}"
-            )
+        check_few_shot(self.n_way, self.k_shot, self.k_query)
         if self.test_split not in ("val", "test"):
             raise ValueError(f"test_split must be 'val' or 'test', got {self.test_split!r}")
 

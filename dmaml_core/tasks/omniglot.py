@@ -56,7 +56,7 @@ import numpy as np
 from dmaml_core.files import atomic_write_bytes
 from dmaml_core.maml import LossKind, Tasks
 from dmaml_core.models import ConvNet, omniglot_convnet
-from dmaml_core.tasks.base import Split
+from dmaml_core.tasks.base import Split, check_few_shot
 
 ARCHIVES = ("images_background", "images_evaluation")
 URLS = {
@@ -485,11 +485,7 @@ class Omniglot:
     loss: ClassVar[LossKind] = "xent"
 
     def __post_init__(self) -> None:
-        if self.n_way < 2 or self.k_shot < 1 or self.k_query < 1:
-            raise ValueError(
-                f"need n_way >= 2, k_shot >= 1, k_query >= 1; got {self.n_way}, "
-                f"{self.k_shot}, {self.k_query}"
-            )
+        check_few_shot(self.n_way, self.k_shot, self.k_query)
         if self.k_shot + self.k_query > DRAWINGS:
             raise ValueError(f"k_shot + k_query must be <= {DRAWINGS} (drawings per character)")
         if self.split not in ("vinyals", "lake"):

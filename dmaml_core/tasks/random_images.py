@@ -14,7 +14,7 @@ import numpy as np
 
 from dmaml_core.maml import LossKind, Tasks
 from dmaml_core.models import ConvNet
-from dmaml_core.tasks.base import Split
+from dmaml_core.tasks.base import Split, check_few_shot
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class RandomImages:
 
     name: ClassVar[str] = "random_images"
     loss: ClassVar[LossKind] = "xent"
+
+    def __post_init__(self) -> None:
+        check_few_shot(self.n_way, self.k_shot, self.k_query)
 
     def model(self) -> ConvNet:
         return ConvNet(
