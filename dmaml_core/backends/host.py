@@ -19,8 +19,9 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # the real imports happen in the host process, after the threads are pinned
     from dmaml_core.models import NumpyWeights
@@ -127,38 +128,29 @@ class WorkerHost:
         return os.getpid(), self.threads
 
     def run(self, theta: NumpyWeights, run_index: int) -> HostReport | HostFailure:
-        received, cpu_start = time.perf_counter(), time.process_time()
-        results: list[WorkerResult] = []
-        for worker in self.workers:
-            try:
-                if self.fault is not None:
-                    self.fault.trigger(worker.worker_id, run_index)
-                results.append(worker.run(theta))
-            except Exception:
-                return HostFailure(worker.worker_id, traceback.format_exc())
-        return self._report(results, received, cpu_start)
+        return self._each_worker(run_index, lambda worker: worker.run(theta))
 
     def gradients(
         self, theta: NumpyWeights, tasks: dict[int, int], run_index: int
     ) -> HostReport | HostFailure:
         """Task-parallel mode: ``tasks[worker_id]`` tasks for each hosted worker."""
+        return self._each_worker(
+            run_index, lambda worker: worker.gradients(theta, tasks[worker.worker_id])
+        )
+
+    def _each_worker(
+        self, run_index: int, call: Callable[[Worker], WorkerResult | GradientResult]
+    ) -> HostReport | HostFailure:
+        """``call`` each hosted worker in id order; the first that raises ends the request."""
         received, cpu_start = time.perf_counter(), time.process_time()
-        results: list[GradientResult] = []
+        results: list[Any] = []
         for worker in self.workers:
             try:
                 if self.fault is not None:
                     self.fault.trigger(worker.worker_id, run_index)
-                results.append(worker.gradients(theta, tasks[worker.worker_id]))
+                results.append(call(worker))
             except Exception:
                 return HostFailure(worker.worker_id, traceback.format_exc())
-        return self._report(results, received, cpu_start)
-
-    def _report(
-        self,
-        results: list[WorkerResult] | list[GradientResult],
-        received: float,
-        cpu_start: float,
-    ) -> HostReport:
         return HostReport(
             results,
             received,
