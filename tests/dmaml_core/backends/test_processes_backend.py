@@ -7,49 +7,17 @@ sinusoid so the module stays fast.
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
 
 import numpy as np
 import pytest
+from backend_scenario import Gone, assert_same, config, drive, theta
 
 from dmaml_core.backends import ProcessesBackend, SerialBackend, WorkerError, make_backend
 from dmaml_core.backends.host import InjectedFault
-from dmaml_core.dmaml import CentralLearner, TaskParallelLearner
-from dmaml_core.maml import MamlConfig
-from dmaml_core.models import NumpyWeights
-from dmaml_core.tasks import make_domain
+from dmaml_core.dmaml import CentralLearner
 from dmaml_core.weight_generators import make_weight_generator
-from dmaml_core.worker import WorkerConfig
 
 pytestmark = pytest.mark.integration
-
-DOMAIN = make_domain("sinusoid")
-Gone = Callable[[list[int]], None]
-
-
-def config(epochs: int = 2) -> WorkerConfig:
-    return WorkerConfig(DOMAIN, MamlConfig(), epochs=epochs, tasks_per_step=5, seed=5)
-
-
-def theta() -> NumpyWeights:
-    return DOMAIN.model().init(5)
-
-
-def assert_same(got: NumpyWeights, want: NumpyWeights) -> None:
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def drive(backend: ProcessesBackend | SerialBackend, cfg: WorkerConfig) -> list[NumpyWeights]:
-    """Three DMAML runs, then two task-parallel runs on the same workers (their task streams carry
-    on), returning theta after each phase; the same sequence must give the same numbers anywhere."""
-    dmaml = CentralLearner(theta(), backend, make_weight_generator("loss_median"))
-    for _ in range(3):
-        dmaml.run()
-    parallel = TaskParallelLearner(theta(), backend, cfg.maml, tasks_per_step=7)
-    for _ in range(2):
-        parallel.run()
-    return [dmaml.theta, parallel.theta]
 
 
 def test_same_numbers_as_serial_with_several_workers_per_process(assert_gone: Gone) -> None:

@@ -4,27 +4,19 @@ same numbers as serial, faults end cleanly, and the backend leaves a cluster it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray")
 
+from backend_scenario import Gone, assert_same, config, drive, theta  # noqa: E402
+
 from dmaml_core.backends import SerialBackend, WorkerError, make_backend  # noqa: E402
 from dmaml_core.backends.host import InjectedFault  # noqa: E402
 from dmaml_core.backends.ray_backend import RayBackend  # noqa: E402
-from dmaml_core.dmaml import CentralLearner, TaskParallelLearner  # noqa: E402
-from dmaml_core.maml import MamlConfig  # noqa: E402
-from dmaml_core.models import NumpyWeights  # noqa: E402
-from dmaml_core.tasks import make_domain  # noqa: E402
-from dmaml_core.weight_generators import make_weight_generator  # noqa: E402
-from dmaml_core.worker import WorkerConfig  # noqa: E402
 
 pytestmark = pytest.mark.integration
-
-DOMAIN = make_domain("sinusoid")
-Gone = Callable[[list[int]], None]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,25 +24,6 @@ def cluster() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-def config(epochs: int = 2) -> WorkerConfig:
-    return WorkerConfig(DOMAIN, MamlConfig(), epochs=epochs, tasks_per_step=5, seed=5)
-
-
-def theta() -> NumpyWeights:
-    return DOMAIN.model().init(5)
-
-
-def drive(backend: RayBackend | SerialBackend, cfg: WorkerConfig) -> list[NumpyWeights]:
-    """DMAML runs then task-parallel runs on the same workers (see the processes tests)."""
-    dmaml = CentralLearner(theta(), backend, make_weight_generator("loss_median"))
-    for _ in range(3):
-        dmaml.run()
-    parallel = TaskParallelLearner(theta(), backend, cfg.maml, tasks_per_step=7)
-    for _ in range(2):
-        parallel.run()
-    return [dmaml.theta, parallel.theta]
 
 
 def test_same_numbers_as_serial_and_the_cluster_is_left_alone(assert_gone: Gone) -> None:
@@ -68,8 +41,7 @@ def test_same_numbers_as_serial_and_the_cluster_is_left_alone(assert_gone: Gone)
     assert_gone(pids)
     want = drive(SerialBackend(cfg, 3), cfg)
     for g, w in zip(got, want, strict=True):
-        for a, b in zip(g, w, strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        assert_same(g, w)
     assert [r.worker_id for r in record.results] == [0, 1, 2]
     assert record.dispatch_s > 0 and record.collect_s >= 0
     assert record.info["p1_peak_rss_mb"] > 50 and "collect_estimated" not in record.info
