@@ -197,3 +197,29 @@ def check_backend_options(
         raise ValueError(f"threads_per_process must be >= 1, got {threads}")
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+
+
+def task_counts(tasks_per_worker: list[int], n_workers: int) -> dict[int, int]:
+    """``{worker_id: tasks}`` for a task-parallel run, checking there is one count per worker."""
+    if len(tasks_per_worker) != n_workers:
+        raise ValueError(
+            f"need one task count per worker ({n_workers}), got {len(tasks_per_worker)}"
+        )
+    return dict(enumerate(tasks_per_worker))
+
+
+def merged_results(reports: list[HostReport]) -> list[Any]:
+    """Every host's worker results (run or gradient results) in logical-worker order."""
+    return sorted((r for report in reports for r in report.results), key=lambda r: r.worker_id)
+
+
+def describe_host(kind: str, index: int, pid: int | None, worker_ids: list[int]) -> str:
+    """How errors name a host: ``process 1 (pid 123, logical workers 1, 3)``."""
+    noun = "logical worker" if len(worker_ids) == 1 else "logical workers"
+    return f"{kind} {index} (pid {pid}, {noun} {', '.join(map(str, worker_ids))})"
+
+
+def failure_message(failure: HostFailure, host: str) -> str:
+    """The error text for a hosted worker that raised, with its traceback from the host."""
+    who = f"worker {failure.worker_id} in " if failure.worker_id >= 0 else ""
+    return f"{who}{host} raised:\n{failure.detail}"

@@ -40,7 +40,11 @@ from dmaml_core.backends.host import (
     assign_workers,
     available_cores,
     check_backend_options,
+    describe_host,
+    failure_message,
+    merged_results,
     run_info,
+    task_counts,
 )
 from dmaml_core.models import NumpyWeights
 from dmaml_core.worker import GradientResult, WorkerConfig, WorkerResult
@@ -163,10 +167,7 @@ class ProcessesBackend:
         reports, dispatch_s, sent, received = self._round_trip(
             ("run", run_index, theta), f"run {run_index}"
         )
-        results: list[WorkerResult] = []
-        for report in reports:
-            results.extend(report.results)  # type: ignore[arg-type]
-        results.sort(key=lambda r: r.worker_id)
+        results: list[WorkerResult] = merged_results(reports)
         info = run_info(reports, self.threads_per_process)
         info["receive_lag_s"] = max(0.0, max(r.received for r in reports) - sent)
         return BackendRun(
@@ -179,18 +180,11 @@ class ProcessesBackend:
     def gradients(
         self, theta: NumpyWeights, tasks_per_worker: list[int], run_index: int
     ) -> list[GradientResult]:
-        if len(tasks_per_worker) != self.n_workers:
-            raise ValueError(
-                f"need one task count per worker ({self.n_workers}), got {len(tasks_per_worker)}"
-            )
-        tasks = dict(enumerate(tasks_per_worker))
+        tasks = task_counts(tasks_per_worker, self.n_workers)
         reports, *_ = self._round_trip(
             ("gradients", run_index, theta, tasks), f"task-parallel run {run_index}"
         )
-        results: list[GradientResult] = []
-        for report in reports:
-            results.extend(report.results)  # type: ignore[arg-type]
-        return sorted(results, key=lambda r: r.worker_id)
+        return merged_results(reports)
 
     def _round_trip(
         self, message: tuple[Any, ...], what: str
@@ -240,19 +234,14 @@ class ProcessesBackend:
                     self._procs[h].join(1.0)
                     self._fail(f"{what}: {self._describe(h)} died ({self._exit(h)})")
                 if status == "failed":
-                    worker = reply.worker_id
-                    who = f"worker {worker} in " if worker >= 0 else ""
-                    self._fail(f"{what}: {who}{self._describe(h)} raised:\n{reply.detail}")
+                    self._fail(f"{what}: {failure_message(reply, self._describe(h))}")
                 replies[h] = reply
         return [replies[h] for h in range(len(self._procs))]
 
     # -- failure and shutdown -----------------------------------------------------------------
 
     def _describe(self, h: int) -> str:
-        ids = self.assignment[h]
-        pid = self._procs[h].pid
-        noun = "logical worker" if len(ids) == 1 else "logical workers"
-        return f"process {h} (pid {pid}, {noun} {', '.join(map(str, ids))})"
+        return describe_host("process", h, self._procs[h].pid, self.assignment[h])
 
     def _exit(self, h: int) -> str:
         code = self._procs[h].exitcode

@@ -40,7 +40,11 @@ from dmaml_core.backends.host import (
     WorkerHost,
     assign_workers,
     check_backend_options,
+    describe_host,
+    failure_message,
+    merged_results,
     run_info,
+    task_counts,
 )
 from dmaml_core.models import NumpyWeights
 from dmaml_core.worker import GradientResult, WorkerConfig, WorkerResult
@@ -130,10 +134,7 @@ class RayBackend:
         sent = time.perf_counter()
         reports: list[HostReport] = self._gather(calls, f"run {run_index}", start, self.timeout_s)
         received = time.perf_counter()
-        results: list[WorkerResult] = []
-        for report in reports:
-            results.extend(report.results)  # type: ignore[arg-type]
-        results.sort(key=lambda r: r.worker_id)
+        results: list[WorkerResult] = merged_results(reports)
         info = run_info(reports, self.threads_per_process)
         if self.same_node:
             collect = received - max(r.done for r in reports)
@@ -146,20 +147,13 @@ class RayBackend:
     def gradients(
         self, theta: NumpyWeights, tasks_per_worker: list[int], run_index: int
     ) -> list[GradientResult]:
-        if len(tasks_per_worker) != self.n_workers:
-            raise ValueError(
-                f"need one task count per worker ({self.n_workers}), got {len(tasks_per_worker)}"
-            )
+        tasks = task_counts(tasks_per_worker, self.n_workers)
         self._check_open()
         start = time.perf_counter()
         ref = ray.put(theta)
-        tasks = dict(enumerate(tasks_per_worker))
         calls = [actor.gradients.remote(ref, tasks, run_index) for actor in self._actors]
         reports = self._gather(calls, f"task-parallel run {run_index}", start, self.timeout_s)
-        results: list[GradientResult] = []
-        for report in reports:
-            results.extend(report.results)
-        return sorted(results, key=lambda r: r.worker_id)
+        return merged_results(reports)
 
     def _gather(self, calls: list[Any], what: str, start: float, timeout_s: float) -> list[Any]:
         """Every call's result, in actor order; the first failure ends it, not the slowest."""
@@ -180,15 +174,12 @@ class RayBackend:
             except (RayError, GetTimeoutError) as err:
                 self._fail(f"{what}: {self._describe(h)} failed:\n{err}")
             if isinstance(reply, HostFailure):
-                who = f"worker {reply.worker_id} in " if reply.worker_id >= 0 else ""
-                self._fail(f"{what}: {who}{self._describe(h)} raised:\n{reply.detail}")
+                self._fail(f"{what}: {failure_message(reply, self._describe(h))}")
             replies[h] = reply
         return [replies[h] for h in range(len(calls))]
 
     def _describe(self, h: int) -> str:
-        ids = self.assignment[h]
-        noun = "logical worker" if len(ids) == 1 else "logical workers"
-        return f"actor {h} (pid {self.pids[h]}, {noun} {', '.join(map(str, ids))})"
+        return describe_host("actor", h, self.pids[h], self.assignment[h])
 
     def _check_open(self) -> None:
         if self._failure is not None:

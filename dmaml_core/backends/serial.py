@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 from dmaml_core.backends.base import BackendRun
+from dmaml_core.backends.host import task_counts
 from dmaml_core.models import NumpyWeights
 from dmaml_core.worker import GradientResult, Worker, WorkerConfig
 
@@ -32,7 +33,8 @@ class SerialBackend:
     def gradients(
         self, theta: NumpyWeights, tasks_per_worker: list[int], run_index: int
     ) -> list[GradientResult]:
-        return [w.gradients(theta, n) for w, n in zip(self.workers, tasks_per_worker, strict=True)]
+        tasks = task_counts(tasks_per_worker, len(self.workers))
+        return [w.gradients(theta, tasks[w.worker_id]) for w in self.workers]
 
     def close(self) -> None:
         self.workers = []
