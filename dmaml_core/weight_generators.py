@@ -15,6 +15,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from dmaml_core.registry import build
+
 NumpyWeights = list[np.ndarray]
 HISTORY_WINDOW = 5
 
@@ -149,10 +151,4 @@ WEIGHT_GENERATORS: dict[str, Callable[..., WeightGenerator]] = {
 
 
 def make_weight_generator(name: str, **params: Any) -> WeightGenerator:
-    if name not in WEIGHT_GENERATORS:
-        known = ", ".join(sorted(WEIGHT_GENERATORS))
-        raise ValueError(f"unknown weight generator {name!r}; known: {known}")
-    try:
-        return WEIGHT_GENERATORS[name](**params)
-    except TypeError as err:
-        raise ValueError(f"bad parameters for weight generator {name!r}: {err}") from None
+    return build("weight generator", WEIGHT_GENERATORS, name, params)

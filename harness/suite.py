@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,21 @@ def _fail(path: Path, where: str, message: str) -> SuiteError:
     return SuiteError(f"{path.name}: {where}: {message}")
 
 
+def _check_fields(
+    path: Path,
+    where: str,
+    table: dict[str, Any],
+    accepted: Sequence[str],
+    also: Sequence[str] = (),
+) -> None:
+    """Refuse keys that are not ``accepted`` (or ``also``, accepted but not advertised)."""
+    unknown = sorted(set(table) - set(accepted) - set(also))
+    if unknown:
+        raise _fail(
+            path, where, f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+
+
 def _exact_type(value: Any, expected: type) -> bool:
     """Type check that does not take a bool for an int."""
     return type(value) is expected
@@ -149,11 +165,7 @@ def _check_value(path: Path, where: str, key: str, raw: Any) -> Any:
 
 
 def _case_values(path: Path, where: str, table: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(table) - set(SWEEPABLE) - {"name"})
-    if unknown:
-        raise _fail(
-            path, where, f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(SWEEPABLE)}"
-        )
+    _check_fields(path, where, table, SWEEPABLE, also=("name",))
     values = {k: _check_value(path, where, k, v) for k, v in table.items() if k != "name"}
     if "name" in table:
         if not isinstance(table["name"], str) or not table["name"]:
@@ -216,13 +228,7 @@ TOP_FIELDS = (
 
 
 def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
-    unknown = sorted(set(run) - set(PLAN_FIELDS))
-    if unknown:
-        raise _fail(
-            path,
-            f"run ({scale})",
-            f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(PLAN_FIELDS)}",
-        )
+    _check_fields(path, f"run ({scale})", run, PLAN_FIELDS)
     missing = [k for k in ("runs", "seeds") if k not in run]
     if missing:
         raise _fail(path, f"scales.{scale}", f"missing {', '.join(missing)}")
@@ -263,13 +269,7 @@ def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise SuiteError(f"{path.name}: not valid TOML: {err}") from None
-    unknown = sorted(set(data) - set(TOP_FIELDS))
-    if unknown:
-        raise _fail(
-            path,
-            "top level",
-            f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(TOP_FIELDS)}",
-        )
+    _check_fields(path, "top level", data, TOP_FIELDS)
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise _fail(path, key, "required, a non-empty string")
@@ -283,13 +283,7 @@ def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
     preset = scales[scale]
     if not isinstance(preset, dict):
         raise _fail(path, f"scales.{scale}", "must be a table")
-    unknown = sorted(set(preset) - set(SCALE_FIELDS))
-    if unknown:
-        raise _fail(
-            path,
-            f"scales.{scale}",
-            f"unknown field(s) {', '.join(unknown)}; accepted: {', '.join(SCALE_FIELDS)}",
-        )
+    _check_fields(path, f"scales.{scale}", preset, SCALE_FIELDS)
 
     params = {k: v for k, v in domain.items() if k != "name"}
     params.update(_table(path, preset, "domain_params"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dmaml_core.registry import build
 from dmaml_core.rl.domain import Navigation
 from dmaml_core.tasks.base import Domain
 from dmaml_core.tasks.miniimagenet import MiniImageNet
@@ -22,9 +23,4 @@ DOMAINS: dict[str, Callable[..., Domain]] = {
 
 
 def make_domain(name: str, **params: Any) -> Domain:
-    if name not in DOMAINS:
-        raise ValueError(f"unknown domain {name!r}; known: {', '.join(sorted(DOMAINS))}")
-    try:
-        return DOMAINS[name](**params)
-    except TypeError as err:  # an unknown parameter name
-        raise ValueError(f"bad parameters for domain {name!r}: {err}") from None
+    return build("domain", DOMAINS, name, params)
