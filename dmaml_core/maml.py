@@ -19,10 +19,11 @@ import tensorflow as tf
 
 from dmaml_core.models import Model, NumpyWeights, Weights
 from dmaml_core.optim import AdamState, adam_init, adam_update
+from dmaml_core.types import LossKind as LossKind  # re-exported: the domains' loss kinds
+from dmaml_core.types import Tasks as Tasks  # re-exported: the meta-batch type
 
 Order = Literal[1, 2]
 Aggregation = Literal["sum", "mean"]
-LossKind = Literal["mse", "xent"]
 
 
 @dataclass(frozen=True)
@@ -54,19 +55,6 @@ class MamlConfig:
             raise ValueError(f"aggregation must be 'sum' or 'mean', got {self.aggregation!r}")
         if self.loss not in ("mse", "xent"):
             raise ValueError(f"loss must be 'mse' or 'xent', got {self.loss!r}")
-
-
-class Tasks(NamedTuple):
-    """A meta-batch: every array has the task axis first. Labels are int class ids for ``xent``."""
-
-    support_x: np.ndarray | tf.Tensor
-    support_y: np.ndarray | tf.Tensor
-    query_x: np.ndarray | tf.Tensor
-    query_y: np.ndarray | tf.Tensor
-
-    @property
-    def n_tasks(self) -> int:
-        return int(self.support_x.shape[0])
 
 
 def tile(params: Weights, n_tasks: int | tf.Tensor) -> Weights:

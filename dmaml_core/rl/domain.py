@@ -9,14 +9,17 @@ meta-batch's rollouts from the worker's stream, which keeps runs reproducible.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
-from dmaml_core.maml import LossKind, MamlConfig
 from dmaml_core.rl.dynamics import NAV2D_HORIZON, POINT_HORIZON, Difficulty, NavDynamics
-from dmaml_core.rl.maml_rl import MamlRL, NavTasks
-from dmaml_core.rl.policy import Activation, GaussianMLPPolicy
+from dmaml_core.types import Activation, LossKind, NavTasks
+
+if TYPE_CHECKING:  # these import TensorFlow: the domain stays importable without it
+    from dmaml_core.maml import MamlConfig
+    from dmaml_core.rl.maml_rl import MamlRL
+    from dmaml_core.rl.policy import GaussianMLPPolicy
 
 # Same as ``tasks.base.Split``; not imported from there, because ``tasks`` imports this module.
 Split = Literal["train", "test"]
@@ -59,6 +62,8 @@ class Navigation:
         return NavDynamics(self.env, self.difficulty, self.horizon or default)
 
     def model(self) -> GaussianMLPPolicy:
+        from dmaml_core.rl.policy import GaussianMLPPolicy
+
         dyn = self.dynamics()
         return GaussianMLPPolicy(
             dyn.obs_dim, dyn.act_dim, self.hidden, self.activation, self.init_log_std
@@ -69,6 +74,8 @@ class Navigation:
         return NavTasks(starts, goals, int(rng.integers(2**31 - 1)))
 
     def compile(self, cfg: MamlConfig) -> MamlRL:
+        from dmaml_core.rl.maml_rl import MamlRL
+
         return MamlRL(
             self.dynamics(),
             self.model(),

@@ -40,21 +40,9 @@ from dmaml_core.models import NumpyWeights, Weights
 from dmaml_core.optim import AdamState, adam_init, adam_update
 from dmaml_core.rl.dynamics import NavDynamics
 from dmaml_core.rl.policy import GaussianMLPPolicy
+from dmaml_core.types import NavTasks
 
 BASELINE_REG = 1e-5
-
-
-class NavTasks(NamedTuple):
-    """A meta-batch of navigation tasks; ``seed`` drives every rollout of this batch, so a step
-    is reproducible from the worker's task stream alone."""
-
-    starts: np.ndarray  # [T, 2]
-    goals: np.ndarray  # [T, 2]
-    seed: int
-
-    @property
-    def n_tasks(self) -> int:
-        return int(self.goals.shape[0])
 
 
 class Trajectories(NamedTuple):

@@ -15,14 +15,13 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import tensorflow as tf
 
 from dmaml_core.models import NumpyWeights, Weights
+from dmaml_core.types import Activation
 
-Activation = Literal["tanh", "relu"]
 LOG_2PI = math.log(2.0 * math.pi)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from dmaml_core.maml import LossKind
-from dmaml_core.models import Model
+from dmaml_core.types import LossKind
+
+if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.models import Model
 
 Split = Literal["train", "test"]
 

@@ -30,13 +30,11 @@ import pickle
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
 from dmaml_core.files import atomic_write_bytes
-from dmaml_core.maml import LossKind, Tasks
-from dmaml_core.models import ConvNet, miniimagenet_convnet
 from dmaml_core.tasks.base import Split, check_few_shot
 from dmaml_core.tasks.omniglot import (
     DatasetFormatError,
@@ -46,6 +44,10 @@ from dmaml_core.tasks.omniglot import (
     shared_data_candidates,
     user_cache_dir,
 )
+from dmaml_core.types import LossKind, Tasks
+
+if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.models import ConvNet
 
 # Thesis table 5.2 (miniImageNet). Keys follow MamlConfig / WorkerConfig / the domain: alpha and
 # inner_steps -> MamlConfig, tasks_per_step -> WorkerConfig, k_query -> MiniImageNet, val_steps ->
@@ -270,6 +272,8 @@ class MiniImageNet:
             raise ValueError(f"test_split must be 'val' or 'test', got {self.test_split!r}")
 
     def model(self) -> ConvNet:
+        from dmaml_core.models import ConvNet, miniimagenet_convnet
+
         net = miniimagenet_convnet(self.n_way)
         if net.image_size == self.image_size:
             return net

@@ -49,14 +49,16 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar, Literal, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, ClassVar, Literal, NamedTuple
 
 import numpy as np
 
 from dmaml_core.files import atomic_write_bytes
-from dmaml_core.maml import LossKind, Tasks
-from dmaml_core.models import ConvNet, omniglot_convnet
 from dmaml_core.tasks.base import Split, check_few_shot
+from dmaml_core.types import LossKind, Tasks
+
+if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.models import ConvNet
 
 ARCHIVES = ("images_background", "images_evaluation")
 URLS = {
@@ -494,6 +496,8 @@ class Omniglot:
             raise ValueError(f"resample must be 'lanczos' or 'box', got {self.resample!r}")
 
     def model(self) -> ConvNet:
+        from dmaml_core.models import omniglot_convnet
+
         return dataclasses.replace(omniglot_convnet(self.n_way), image_size=self.image_size)
 
     def preprocessed(self) -> Preprocessed:

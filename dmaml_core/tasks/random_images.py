@@ -8,13 +8,15 @@ meaningless, and results say ``domain = random_images``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from dmaml_core.maml import LossKind, Tasks
-from dmaml_core.models import ConvNet
 from dmaml_core.tasks.base import Split, check_few_shot
+from dmaml_core.types import LossKind, Tasks
+
+if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.models import ConvNet
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class RandomImages:
         check_few_shot(self.n_way, self.k_shot, self.k_query)
 
     def model(self) -> ConvNet:
+        from dmaml_core.models import ConvNet
+
         return ConvNet(
             self.n_way, self.image_size, self.channels, self.filters, self.stride, self.max_pool
         )

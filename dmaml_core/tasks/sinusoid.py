@@ -4,13 +4,15 @@ to download, which makes it the default domain for the main job and for CI."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from dmaml_core.maml import LossKind, Tasks
-from dmaml_core.models import MLP
 from dmaml_core.tasks.base import Split
+from dmaml_core.types import LossKind, Tasks
+
+if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.models import MLP
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Sinusoid:
             )
 
     def model(self) -> MLP:
+        from dmaml_core.models import MLP
+
         return MLP((1, *self.hidden, 1))
 
     def sample(self, rng: np.random.Generator, n_tasks: int, split: Split = "train") -> Tasks:
