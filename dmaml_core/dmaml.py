@@ -13,14 +13,15 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from dmaml_core.backends.base import Backend
 from dmaml_core.maml import MamlConfig, to_numpy, to_tensors
 from dmaml_core.models import NumpyWeights
-from dmaml_core.optim import AdamState, adam_init, adam_update
-from dmaml_core.weight_generators import HISTORY_WINDOW, WeightGenerator
+from dmaml_core.optim import AdamState, adam_from_numpy, adam_init, adam_to_numpy, adam_update
+from dmaml_core.weight_generators import HISTORY_WINDOW, WeightGenerator, generator_state
 
 
 @dataclass
@@ -54,6 +55,26 @@ class LossHistory:
     def array(self) -> np.ndarray:
         return np.array([list(row) for row in self._rows], dtype=np.float64)
 
+    def restore(self, array: np.ndarray) -> None:
+        """Refill from ``array()``'s output (float64 holds the float losses exactly)."""
+        if len(array) != len(self._rows):
+            raise ValueError(
+                f"loss history of {len(array)} workers, this learner has {len(self._rows)}"
+            )
+        for row, values in zip(self._rows, array, strict=True):
+            row.clear()
+            row.extend(float(v) for v in values)
+
+
+def _restore_theta(state: dict[str, Any], kind: str, n_workers: int) -> NumpyWeights:
+    """Checks shared by both learners' ``set_state``: a checkpoint of another mode or W is refused,
+    not half-applied."""
+    if state.get("kind") != kind:
+        raise ValueError(f"a {state.get('kind')!r} learner state cannot restore a {kind!r} learner")
+    if len(state["workers"]) != n_workers:
+        raise ValueError(f"state of {len(state['workers'])} workers, this learner has {n_workers}")
+    return [np.asarray(w, np.float32) for w in state["theta"]]
+
 
 class CentralLearner:
     def __init__(self, theta: NumpyWeights, backend: Backend, generator: WeightGenerator) -> None:
@@ -62,6 +83,30 @@ class CentralLearner:
         self.generator = generator
         self.history = LossHistory(backend.n_workers)
         self.runs_done = 0
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything the next run depends on: theta, the loss history the generator sees, the run
+        counter and every logical worker's state, pulled from wherever the backend keeps them."""
+        return {
+            "kind": "dmaml",
+            "theta": [w.copy() for w in self.theta],
+            "history": self.history.array(),
+            "runs_done": self.runs_done,
+            "generator": generator_state(self.generator),
+            "workers": self.backend.get_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        theta = _restore_theta(state, "dmaml", self.backend.n_workers)
+        if state["generator"] != generator_state(self.generator):
+            raise ValueError(
+                f"state merged with weight generator {state['generator']}, "
+                f"this learner uses {generator_state(self.generator)}"
+            )
+        self.backend.set_state(state["workers"])
+        self.theta = theta
+        self.history.restore(np.asarray(state["history"], np.float64))
+        self.runs_done = int(state["runs_done"])
 
     def run(self) -> RunRecord:
         start = time.perf_counter()
@@ -114,6 +159,23 @@ class TaskParallelLearner:
         self.shares = split_tasks(tasks_per_step, backend.n_workers)
         self.opt_state: AdamState = adam_init(self.theta)
         self.runs_done = 0
+
+    def get_state(self) -> dict[str, Any]:
+        """Theta, the central Adam state, the run counter and the workers' task streams."""
+        return {
+            "kind": "task_parallel",
+            "theta": [w.copy() for w in self.theta],
+            "opt": adam_to_numpy(self.opt_state),
+            "runs_done": self.runs_done,
+            "workers": self.backend.get_state(),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        theta = _restore_theta(state, "task_parallel", self.backend.n_workers)
+        self.backend.set_state(state["workers"])
+        self.theta = theta
+        self.opt_state = adam_from_numpy(state["opt"])
+        self.runs_done = int(state["runs_done"])
 
     def combine(self, grads: list[NumpyWeights], shares: list[int]) -> NumpyWeights:
         """Each worker aggregated its own share with ``cfg.aggregation``; undo that into the

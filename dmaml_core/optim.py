@@ -42,3 +42,24 @@ def adam_update(
         p - step * m / (tf.sqrt(v) + epsilon) for p, m, v in zip(params, mu, nu, strict=True)
     ]
     return new_params, AdamState(count, mu, nu)
+
+
+def adam_to_numpy(state: AdamState) -> dict[str, np.ndarray | list[np.ndarray]]:
+    """The state as plain numpy arrays, exact to the bit, so a checkpoint can store it and another
+    process (or a resumed run) can carry on with precisely the same moments and step count."""
+    return {
+        "count": np.asarray(state.count),
+        "mu": [np.asarray(m) for m in state.mu],
+        "nu": [np.asarray(v) for v in state.nu],
+    }
+
+
+def adam_from_numpy(data: dict[str, np.ndarray | list[np.ndarray]]) -> AdamState:
+    """Inverse of ``adam_to_numpy``; dtypes are kept, so the compiled step does not retrace."""
+    mu, nu = data["mu"], data["nu"]
+    assert isinstance(mu, list) and isinstance(nu, list)
+    return AdamState(
+        tf.convert_to_tensor(data["count"]),
+        [tf.convert_to_tensor(m) for m in mu],
+        [tf.convert_to_tensor(v) for v in nu],
+    )

@@ -10,7 +10,7 @@ it, ``plain`` and ``weighted`` report the whole merge as diverged.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -148,6 +148,14 @@ WEIGHT_GENERATORS: dict[str, Callable[..., WeightGenerator]] = {
     "weighted": Weighted,
     "loss_moving_average": LossMovingAverage,
 }
+
+
+def generator_state(generator: WeightGenerator) -> dict[str, Any]:
+    """What a checkpoint stores of a generator. Generators are pure (their only memory, the loss
+    history window, is the learner's ``LossHistory``), so this is their name and parameters: a
+    resume checks them instead of silently merging with a different rule."""
+    params: dict[str, Any] = asdict(generator) if is_dataclass(generator) else {}  # type: ignore[arg-type]
+    return {"name": generator.name, **params}
 
 
 def make_weight_generator(name: str, **params: Any) -> WeightGenerator:

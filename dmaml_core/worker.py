@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from dmaml_core.maml import CompiledMaml, MamlConfig, to_numpy, to_tensors
 from dmaml_core.models import NumpyWeights
-from dmaml_core.optim import AdamState
+from dmaml_core.optim import AdamState, adam_from_numpy, adam_to_numpy
 from dmaml_core.tasks.base import Domain
 
 
@@ -83,6 +84,26 @@ class Worker:
         self.maml = compiled_maml(config.domain, config.maml)
         self.rng = task_stream(config.seed, worker_id)
         self.opt_state: AdamState | None = None  # created from the first theta received
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything that carries over from one run to the next (task-stream position and Adam
+        state), as numpy arrays and JSON-able values: restoring it with ``set_state`` in a fresh
+        worker, in any process, continues the same sequence bit for bit."""
+        return {
+            "worker_id": self.worker_id,
+            "rng": self.rng.bit_generator.state,
+            "opt": None if self.opt_state is None else adam_to_numpy(self.opt_state),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state["worker_id"] != self.worker_id:
+            raise ValueError(
+                f"state of logical worker {state['worker_id']} given to worker {self.worker_id}"
+            )
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        self.rng = rng
+        self.opt_state = None if state["opt"] is None else adam_from_numpy(state["opt"])
 
     def run(self, theta: NumpyWeights) -> WorkerResult:
         cfg = self.config

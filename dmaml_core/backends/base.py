@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from dmaml_core.models import NumpyWeights
 from dmaml_core.worker import GradientResult, WorkerResult
@@ -32,5 +32,14 @@ class Backend(Protocol):
     def gradients(
         self, theta: NumpyWeights, tasks_per_worker: list[int], run_index: int
     ) -> list[GradientResult]: ...
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """Every logical worker's ``Worker.get_state()``, in worker-id order, pulled back from
+        wherever the workers live (for checkpoints)."""
+        ...
+
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        """Give every logical worker the state ``get_state`` returned (for resume)."""
+        ...
 
     def close(self) -> None: ...

@@ -138,6 +138,24 @@ class WorkerHost:
             run_index, lambda worker: worker.gradients(theta, tasks[worker.worker_id])
         )
 
+    def get_state(self) -> list[dict[str, Any]] | HostFailure:
+        """The hosted workers' states (see ``Worker.get_state``), in id order."""
+        try:
+            return [worker.get_state() for worker in self.workers]
+        except Exception:
+            return HostFailure(-1, traceback.format_exc())
+
+    def set_state(self, states: list[dict[str, Any]]) -> int | HostFailure:
+        """Restore each hosted worker from ``states`` (every logical worker's state: each host
+        picks its own by ``worker_id``); returns how many it restored."""
+        by_id = {state["worker_id"]: state for state in states}
+        for worker in self.workers:
+            try:
+                worker.set_state(by_id[worker.worker_id])
+            except Exception:
+                return HostFailure(worker.worker_id, traceback.format_exc())
+        return len(self.workers)
+
     def _each_worker(
         self, run_index: int, call: Callable[[Worker], WorkerResult | GradientResult]
     ) -> HostReport | HostFailure:

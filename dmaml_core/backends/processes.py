@@ -83,14 +83,18 @@ def _host_main(
         kind = message[0]
         if kind == "stop":
             return
-        reply: HostReport | HostFailure
-        if kind == "run":
+        reply: Any
+        if kind == "get_state":
+            reply = host.get_state()
+        elif kind == "set_state":
+            reply = host.set_state(message[1])
+        elif kind == "run":
             _, run_index, theta = message
             reply = host.run(theta, run_index)
         else:  # "gradients"
             _, run_index, theta, tasks = message
             reply = host.gradients(theta, tasks, run_index)
-        status = "ok" if isinstance(reply, HostReport) else "failed"
+        status = "failed" if isinstance(reply, HostFailure) else "ok"
         conn.send_bytes(_dumps((status, reply)))
 
 
@@ -185,6 +189,17 @@ class ProcessesBackend:
             ("gradients", run_index, theta, tasks), f"task-parallel run {run_index}"
         )
         return merged_results(reports)
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """Pull every logical worker's state back from the processes (for a checkpoint)."""
+        replies: list[Any] = self._round_trip(("get_state",), "get state")[0]
+        return sorted((s for host in replies for s in host), key=lambda s: int(s["worker_id"]))
+
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        """Send every logical worker's state to the processes; each restores the ones it hosts."""
+        if len(states) != self.n_workers:
+            raise ValueError(f"{len(states)} worker states for {self.n_workers} workers")
+        self._round_trip(("set_state", states), "set state")
 
     def _round_trip(
         self, message: tuple[Any, ...], what: str

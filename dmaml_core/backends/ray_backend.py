@@ -78,6 +78,12 @@ class RayHost:
     ) -> HostReport | HostFailure:
         return self.host.gradients(theta, tasks, run_index)
 
+    def get_state(self) -> list[dict[str, Any]] | HostFailure:
+        return self.host.get_state()
+
+    def set_state(self, states: list[dict[str, Any]]) -> int | HostFailure:
+        return self.host.set_state(states)
+
 
 class RayBackend:
     name = "ray"
@@ -154,6 +160,22 @@ class RayBackend:
         calls = [actor.gradients.remote(ref, tasks, run_index) for actor in self._actors]
         reports = self._gather(calls, f"task-parallel run {run_index}", start, self.timeout_s)
         return merged_results(reports)
+
+    def get_state(self) -> list[dict[str, Any]]:
+        """Pull every logical worker's state back from the actors (for a checkpoint)."""
+        self._check_open()
+        calls = [actor.get_state.remote() for actor in self._actors]
+        replies = self._gather(calls, "get state", time.perf_counter(), self.timeout_s)
+        return sorted((s for host in replies for s in host), key=lambda s: int(s["worker_id"]))
+
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        """Send every logical worker's state to the actors; each restores the ones it hosts."""
+        if len(states) != self.n_workers:
+            raise ValueError(f"{len(states)} worker states for {self.n_workers} workers")
+        self._check_open()
+        ref = ray.put(states)
+        calls = [actor.set_state.remote(ref) for actor in self._actors]
+        self._gather(calls, "set state", time.perf_counter(), self.timeout_s)
 
     def _gather(self, calls: list[Any], what: str, start: float, timeout_s: float) -> list[Any]:
         """Every call's result, in actor order; the first failure ends it, not the slowest."""

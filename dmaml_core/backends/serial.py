@@ -6,6 +6,7 @@ The reference for equivalence tests and the simplest way to run DMAML with W wor
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from dmaml_core.backends.base import BackendRun
 from dmaml_core.backends.host import task_counts
@@ -35,6 +36,15 @@ class SerialBackend:
     ) -> list[GradientResult]:
         tasks = task_counts(tasks_per_worker, len(self.workers))
         return [w.gradients(theta, tasks[w.worker_id]) for w in self.workers]
+
+    def get_state(self) -> list[dict[str, Any]]:
+        return [w.get_state() for w in self.workers]
+
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != len(self.workers):
+            raise ValueError(f"{len(states)} worker states for {len(self.workers)} workers")
+        for worker, state in zip(self.workers, states, strict=True):
+            worker.set_state(state)
 
     def close(self) -> None:
         self.workers = []
