@@ -7,6 +7,12 @@
   tables 1-5);
 - comparison: every case against the baseline, Welch difference, ci95 and p-value.
 Written to the terminal and to Markdown, CSV, JSON and PNG files.
+
+Nothing is hidden: a case-seed that diverged is listed (case, seed, run, loss), its diverged run is
+left out of the timings and the case is never compared as if it had trained; a case with fewer
+runs or seeds than the manifest planned is marked partial, planned cases without records are listed
+as not run, and a sweep that is still running or failed says so at the top. Terminal tables are
+cut to ``TERMINAL_WIDTH`` columns (the left-out columns are named); files keep every column.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,22 +30,56 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
+from harness.checkpoint import select_records
 from harness.stats import summarize, welch
-from harness.store import RunFolder, write_json_atomic
+from harness.store import RunFolder, StoreError, write_json_atomic
 
 RATIO_AXES = ("workers", "epochs", "tasks", "inner_steps")
+AXIS_NAMES = {
+    "workers": "workers W",
+    "epochs": "epochs E (MAML steps per run)",
+    "tasks": "tasks T per MAML step",
+    "inner_steps": "inner steps",
+}
+TERMINAL_WIDTH = 100
+P_FLOOR = 1e-6  # below this a p-value is printed as "< 1e-6": more digits mean nothing
+
+# Fields a report cannot do without, per record kind (every record also needs kind, case_id and
+# seed). Unknown kinds are skipped so that newer writers do not break older readers.
+_NUMBER = (int, float)
+REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "case_start": {"case": dict},
+    "run": {"warmup": bool, "run_index": int, "wall_s": _NUMBER, "projected_s": _NUMBER},
+    "validation": {
+        "after_runs": int,
+        "loss_by_step": list,
+        "accuracy_by_step": list,
+        "loss_final_per_task": list,
+        "accuracy_final_per_task": list,
+    },
+    "diverged": {"run_index": int},
+    "case_end": {},
+    "case_error": {},
+}
+CASE_FIELDS = ("backend", "workers", "epochs", "tasks", "inner_steps")
 
 
 @dataclass
 class CaseResults:
     case_id: str
     case: dict[str, Any]
-    runs: list[dict[str, Any]] = field(default_factory=list)  # timed runs of the last attempts
+    runs: list[dict[str, Any]] = field(default_factory=list)  # timed runs that did not diverge
     warmups: list[dict[str, Any]] = field(default_factory=list)
     validations: list[dict[str, Any]] = field(default_factory=list)
     diverged_seeds: list[int] = field(default_factory=list)
     threads: Any = None
     startup_s: list[float] = field(default_factory=list)  # building the backend (spawn, init)
+    # seed -> timed runs recorded in its latest attempt (a diverged run included)
+    timed_runs: dict[int, int] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)  # seeds whose latest attempt has a case_end
+    # seed -> {"run_index", "loss_sum"} of the run whose loss was NaN/inf
+    divergences: dict[int, dict[str, Any]] = field(default_factory=dict)
+    processes: int | None = None  # processes the backend used (records' backend_processes)
 
 
 @dataclass
@@ -47,6 +89,59 @@ class Results:
     baseline: str
     manifests: list[dict[str, Any]]
     cases: dict[str, CaseResults]
+    folders: list[Path] = field(default_factory=list)  # parallel to manifests
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        """The first manifest's plan ({} for folders written without one)."""
+        return next((m["plan"] for m in self.manifests if m.get("plan")), {})
+
+    @property
+    def not_run(self) -> list[str]:
+        """Planned cases with no record at all."""
+        planned = dict.fromkeys(c for m in self.manifests for c in m.get("cases", []))
+        return [c for c in planned if c not in self.cases]
+
+
+def _check_manifest(manifest: dict[str, Any], folder: RunFolder) -> None:
+    missing = [k for k in ("suite", "scale") if not isinstance(manifest.get(k), str)]
+    if missing:
+        raise StoreError(
+            f"{folder.manifest_path}: no {' or '.join(repr(k) for k in missing)} "
+            "(a results manifest names its suite and scale as strings)"
+        )
+    plan = manifest.get("plan")
+    if plan is not None and not (
+        isinstance(plan, dict)
+        and isinstance(plan.get("runs"), int)
+        and isinstance(plan.get("seeds"), list)
+    ):
+        raise StoreError(
+            f"{folder.manifest_path}: 'plan' must hold 'runs' (a number) and 'seeds' (a list)"
+        )
+
+
+def _check_record(record: Any, number: int, folder: RunFolder) -> bool:
+    """Raise StoreError naming the file, the record and the missing fields; False for a kind
+    this reader does not know (skipped)."""
+    where = f"{folder.records_path}: record {number}"
+    if not isinstance(record, dict):
+        raise StoreError(f"{where}: not a JSON object")
+    kind = record.get("kind")
+    if not isinstance(kind, str):
+        raise StoreError(f"{where}: no 'kind' (one of {', '.join(REQUIRED)})")
+    if kind not in REQUIRED:
+        return False
+    needed: dict[str, type | tuple[type, ...]] = {"case_id": str, "seed": int, **REQUIRED[kind]}
+    missing = [k for k in needed if k not in record]
+    wrong = [k for k, t in needed.items() if k in record and not isinstance(record[k], t)]
+    if kind == "case_start" and isinstance(record.get("case"), dict):
+        missing += [f"case.{k}" for k in CASE_FIELDS if k not in record["case"]]
+    if missing:
+        raise StoreError(f"{where} (kind {kind!r}): missing {', '.join(missing)}")
+    if wrong:
+        raise StoreError(f"{where} (kind {kind!r}): wrong type for {', '.join(wrong)}")
+    return True
 
 
 def load(folders: list[RunFolder]) -> list[Results]:
@@ -54,19 +149,22 @@ def load(folders: list[RunFolder]) -> list[Results]:
     grouped: dict[tuple[str, str], Results] = {}
     for folder in folders:
         manifest = folder.manifest()
+        _check_manifest(manifest, folder)
         key = (manifest["suite"], manifest["scale"])
         results = grouped.setdefault(
             key, Results(key[0], key[1], manifest.get("baseline", ""), [], {})
         )
         results.manifests.append(manifest)
+        results.folders.append(folder.path)
         records = folder.records()
+        records = select_records(r for i, r in enumerate(records, 1) if _check_record(r, i, folder))
         latest: dict[tuple[str, int], int] = {}
         for r in records:
             if r["kind"] == "case_start":
-                latest[(r["case_id"], r["seed"])] = r["attempt"]
+                latest[(r["case_id"], r["seed"])] = r.get("attempt", 0)
         for r in records:
-            seed_key = (r.get("case_id", ""), r.get("seed", -1))
-            if latest.get(seed_key) != r.get("attempt"):
+            seed_key = (r["case_id"], r["seed"])
+            if latest.get(seed_key) != r.get("attempt", 0):
                 continue
             case = results.cases.get(r["case_id"])
             if r["kind"] == "case_start":
@@ -74,21 +172,61 @@ def load(folders: list[RunFolder]) -> list[Results]:
                     case = results.cases[r["case_id"]] = CaseResults(r["case_id"], r["case"])
                 case.threads = r.get("threads")
                 case.startup_s.append(r.get("setup_s", math.nan))
+                case.timed_runs.setdefault(r["seed"], 0)
             elif case is None:
                 continue
             elif r["kind"] == "run":
-                (case.warmups if r["warmup"] else case.runs).append(r)
+                if not r["warmup"]:
+                    case.timed_runs[r["seed"]] = case.timed_runs.get(r["seed"], 0) + 1
+                if isinstance(r.get("backend_processes"), int | float):
+                    case.processes = int(r["backend_processes"])
+                if r.get("diverged"):  # shown as diverged, never averaged into a timing
+                    case.divergences.setdefault(r["seed"], _divergence(r))
+                else:
+                    (case.warmups if r["warmup"] else case.runs).append(r)
             elif r["kind"] == "validation":
                 case.validations.append(r)
             elif r["kind"] == "diverged":
-                case.diverged_seeds.append(r["seed"])
+                case.divergences[r["seed"]] = _divergence(r)
+            elif r["kind"] == "case_end":
+                case.ended.add(r["seed"])
+        for case in results.cases.values():
+            case.diverged_seeds = sorted(case.divergences)
     return list(grouped.values())
+
+
+def _divergence(record: dict[str, Any]) -> dict[str, Any]:
+    loss = record.get("loss_sum", math.nan)
+    return {"run_index": record["run_index"], "loss_sum": loss}
 
 
 def _baseline(results: Results) -> CaseResults | None:
     if results.baseline in results.cases:
         return results.cases[results.baseline]
     return next(iter(results.cases.values()), None)
+
+
+def case_status(results: Results, case: CaseResults) -> str:
+    """'complete', or what is missing against the manifest's plan and which seeds diverged, e.g.
+    'partial (79/300 runs, 1/2 seeds); diverged in 1/1 seeds'."""
+    plan = results.plan
+    planned_runs = plan.get("runs", "?")
+    planned_seeds = len(plan["seeds"]) if "seeds" in plan else "?"
+    seeds = len(case.timed_runs)
+    # a diverged seed stops early by design: its run count does not make the case partial
+    trained = [n for s, n in case.timed_runs.items() if s not in case.divergences]
+    runs = min(trained) if trained else min(case.timed_runs.values(), default=0)
+    partial = (
+        any(s not in case.ended for s in case.timed_runs)
+        or (isinstance(planned_seeds, int) and seeds < planned_seeds)
+        or (isinstance(planned_runs, int) and bool(trained) and runs < planned_runs)
+    )
+    parts = []
+    if partial:
+        parts.append(f"partial ({runs}/{planned_runs} runs, {seeds}/{planned_seeds} seeds)")
+    if case.divergences:
+        parts.append(f"diverged in {len(case.divergences)}/{seeds} seeds")
+    return "; ".join(parts) or "complete"
 
 
 def scaling(case: dict[str, Any], base: dict[str, Any]) -> tuple[str, float]:
@@ -104,6 +242,20 @@ def scaling(case: dict[str, Any], base: dict[str, Any]) -> tuple[str, float]:
     return "+".join(differing + others), math.nan
 
 
+def sequential_note(case: CaseResults, cores: Any) -> str:
+    """Why W workers did not run side by side, or '' when they could: a serial backend runs them
+    one after another, a process pool smaller than W shares its processes."""
+    workers = int(case.case["workers"])
+    if workers <= 1:
+        return ""
+    if case.case["backend"] == "serial":
+        return "backend serial: the W workers ran one after another"
+    processes = case.processes or case.case.get("processes") or cores
+    if isinstance(processes, int) and 0 < processes < workers:
+        return f"W > {processes} workers shared {processes} processes (partly one after another)"
+    return ""
+
+
 def timing_rows(results: Results) -> list[dict[str, Any]]:
     base = _baseline(results)
     base_mean = summarize([r["wall_s"] for r in base.runs]).mean if base else math.nan
@@ -116,6 +268,7 @@ def timing_rows(results: Results) -> list[dict[str, Any]]:
         rows.append(
             {
                 "case": case.case_id,
+                "status": case_status(results, case),
                 "backend": case.case["backend"],
                 "W": case.case["workers"],
                 "E": case.case["epochs"],
@@ -130,15 +283,33 @@ def timing_rows(results: Results) -> list[dict[str, Any]]:
                 "startup_s": summarize(case.startup_s).mean,
                 "projected_s": projected.mean,
                 "projected_ci95_s": projected.ci95,
-                "tasks_per_s": summarize([r["tasks_per_s"] for r in case.runs]).mean,
-                "cpu_s": summarize([r["cpu_s"] for r in case.runs]).mean,
-                "peak_rss_mb": max((r["peak_rss_bytes"] for r in case.runs), default=0) / 2**20,
+                "tasks_per_s": summarize([r.get("tasks_per_s", math.nan) for r in case.runs]).mean,
+                "cpu_s": summarize([r.get("cpu_s", math.nan) for r in case.runs]).mean,
+                "peak_rss_mb": max((r.get("peak_rss_bytes", 0) for r in case.runs), default=0)
+                / 2**20,
                 "threads": case.threads,
                 "diverged_seeds": case.diverged_seeds,
                 "notes": "; ".join(wall.warnings()),
             }
         )
     return rows
+
+
+def diverged_rows(results: Results) -> list[dict[str, Any]]:
+    """One row per diverged case-seed: where training stopped and the loss it stopped on (as
+    text, so that a NaN prints as 'nan' and not as the tables' '-' for a missing number)."""
+    return [
+        {
+            "case": c.case_id,
+            "seed": seed,
+            "run_index": d["run_index"],
+            "loss_sum": f"{d['loss_sum']:.4g}"
+            if isinstance(d["loss_sum"], float)
+            else d["loss_sum"],
+        }
+        for c in results.cases.values()
+        for seed, d in sorted(c.divergences.items())
+    ]
 
 
 def ratio_tables(
@@ -189,12 +360,33 @@ def _metric(results: Results) -> str:
     return "loss" if "sinusoid" in losses else "accuracy"
 
 
+def _diverged_text(case: CaseResults) -> str:
+    return f"diverged in {len(case.divergences)}/{len(case.timed_runs)} seeds"
+
+
 def quality_rows(results: Results) -> list[dict[str, Any]]:
     """Final-step validation metric per checkpoint: across seeds when there are several, else
-    across validation tasks."""
+    across validation tasks. A case with a diverged seed gets one 'diverged' row instead: its
+    surviving checkpoints (often only the untrained checkpoint 0) would read as trained results."""
     metric = _metric(results)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for case in results.cases.values():
+        if case.divergences:
+            if case.validations:
+                rows.append(
+                    {
+                        "case": case.case_id,
+                        "after_runs": "-",
+                        "metric": metric,
+                        "value": _diverged_text(case),
+                        "mean": math.nan,
+                        "ci95": math.nan,
+                        "n": len(case.divergences),
+                        "over": "seeds",
+                        "before_adaptation": math.nan,
+                    }
+                )
+            continue
         by_checkpoint: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for v in case.validations:
             by_checkpoint[v["after_runs"]].append(v)
@@ -220,57 +412,159 @@ def quality_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def _final(c: CaseResults, metric: str, after: int) -> list[float]:
+    vals = [v for v in c.validations if v["after_runs"] == after]
+    if len(vals) == 1:
+        return list(vals[0][f"{metric}_final_per_task"])
+    return [v[f"{metric}_by_step"][-1] for v in vals]
+
+
 def comparison_rows(results: Results) -> list[dict[str, Any]]:
+    """Each case against the baseline: timing over the runs that did not diverge; quality at the
+    last trained checkpoint (after_runs > 0) both have, never for a case or baseline that
+    diverged."""
     base = _baseline(results)
     if base is None:
         return []
     metric = _metric(results)
+    base_checkpoints = {v["after_runs"] for v in base.validations}
     rows = []
     for case in results.cases.values():
         if case is base:
             continue
         timing = welch([r["wall_s"] for r in case.runs], [r["wall_s"] for r in base.runs])
-        last = max((v["after_runs"] for v in case.validations), default=None)
-
-        def final(c: CaseResults, after: int | None = last) -> list[float]:
-            vals = [v for v in c.validations if v["after_runs"] == after]
-            if len(vals) == 1:
-                return list(vals[0][f"{metric}_final_per_task"])
-            return [v[f"{metric}_by_step"][-1] for v in vals]
-
-        quality = welch(final(case), final(base))
-        rows.append(
-            {
-                "case": case.case_id,
-                "baseline": base.case_id,
-                "wall_diff_s": timing.difference,
-                "wall_diff_ci95_s": timing.ci95,
-                "wall_p": timing.p_value,
-                "wall_significant": timing.significant(),
-                f"{metric}_diff": quality.difference,
-                f"{metric}_diff_ci95": quality.ci95,
-                f"{metric}_p": quality.p_value,
-                f"{metric}_significant": quality.significant(),
-            }
-        )
+        row: dict[str, Any] = {
+            "case": case.case_id,
+            "status": case_status(results, case),
+            "baseline": base.case_id,
+            "wall_diff_s": timing.difference,
+            "wall_diff_ci95_s": timing.ci95,
+            "wall_p": timing.p_value,
+            "wall_significant": timing.significant(),
+            "at_runs": "-",
+            f"{metric}_diff": math.nan,
+            f"{metric}_diff_ci95": math.nan,
+            f"{metric}_p": math.nan,
+            f"{metric}_significant": False,
+        }
+        if case.divergences or base.divergences:
+            row[f"{metric}_diff"] = (
+                _diverged_text(case) if case.divergences else "baseline " + _diverged_text(base)
+            )
+        elif case.validations:
+            trained = {v["after_runs"] for v in case.validations} & base_checkpoints - {0}
+            if trained:
+                last = max(trained)
+                quality = welch(_final(case, metric, last), _final(base, metric, last))
+                row.update(
+                    {
+                        "at_runs": last,
+                        f"{metric}_diff": quality.difference,
+                        f"{metric}_diff_ci95": quality.ci95,
+                        f"{metric}_p": quality.p_value,
+                        f"{metric}_significant": quality.significant(),
+                    }
+                )
+            else:
+                row[f"{metric}_diff"] = "no trained checkpoint in common"
+        rows.append(row)
     return rows
 
 
+def format_p(p: float) -> str:
+    """'< 1e-6' below 1e-6 (the tail of a t distribution says nothing finer about a benchmark),
+    else 3 significant digits."""
+    if math.isnan(p):
+        return "-"
+    if p < P_FLOOR:
+        return "< 1e-6"
+    return f"{p:.3g}"
+
+
 def _fmt(rows: list[dict[str, Any]], columns: list[str]) -> list[list[Any]]:
-    def cell(v: Any) -> Any:
+    def cell(column: str, v: Any) -> Any:
+        if isinstance(v, bool):
+            return "*" if v else ""
         if isinstance(v, float):
+            if column.endswith("_p"):
+                return format_p(v)
             if math.isnan(v):
                 return "-"
             return f"{v:.4g}"
-        if isinstance(v, bool):
-            return "*" if v else ""
+        if isinstance(v, list):
+            return ", ".join(str(x) for x in v)
         return v
 
-    return [[cell(r.get(c)) for c in columns] for r in rows]
+    return [[cell(c, r.get(c)) for c in columns] for r in rows]
+
+
+def _shorten(text: str, width: int) -> str:
+    """Middle ellipsis: case ids differ at both ends ('w1-e1-t512…o1-b0.001')."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _width(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _empty(rows: list[dict[str, Any]], column: str) -> bool:
+    """True when every cell of ``column`` prints as '-' or '' (leaving it out hides nothing)."""
+    return all(cell in ("-", "") for (cell,) in _fmt(rows, [column]))
+
+
+def table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    fmt: str,
+    width: int | None,
+    drop: Sequence[str] = (),
+) -> str:
+    """A table no wider than ``width`` (None: any width). To fit, empty columns go first, then
+    the columns in ``drop`` in that order, then case ids get a middle ellipsis (never so short that
+    two ids read the same); the left-out columns are named under the table, so nothing
+    disappears silently."""
+    columns = list(columns)
+
+    def render_with(cols: list[str], case_width: int | None = None) -> str:
+        body = _fmt(rows, cols)
+        if case_width is not None and "case" in cols:
+            i = cols.index("case")
+            for line in body:
+                line[i] = _shorten(str(line[i]), case_width)
+        return str(tabulate(body, cols, tablefmt=fmt))
+
+    text = render_with(columns)
+    if width is None or _width(text) <= width:
+        return text
+    dropped: list[str] = []
+    empty = [c for c in columns if c != "case" and _empty(rows, c)]
+    for column in [*empty, *drop]:
+        if _width(text) <= width:
+            break
+        if column in columns:
+            columns.remove(column)
+            dropped.append(column)
+            text = render_with(columns)
+    if _width(text) > width and "case" in columns and rows:
+        ids = [str(r.get("case", "")) for r in rows]
+        target = max(len(i) for i in ids) - (_width(text) - width)
+        for case_width in range(max(target, 9), max(len(i) for i in ids)):
+            if len({_shorten(i, case_width) for i in ids}) == len(set(ids)):
+                text = render_with(columns, case_width)
+                break
+    if dropped:
+        note = f"(left out to fit {width} columns: {', '.join(dropped)}; --wide shows them)"
+        text += "\n" + textwrap.fill(note, width)
+    return text
 
 
 TIMING_COLUMNS = [
     "case",
+    "status",
     "axis",
     "ratio",
     "n_runs",
@@ -284,107 +578,242 @@ TIMING_COLUMNS = [
     "peak_rss_mb",
     "notes",
 ]
+# least important first: what the terminal loses to fit TERMINAL_WIDTH
+TIMING_DROP = [
+    "startup_s",
+    "peak_rss_mb",
+    "tasks_per_s",
+    "ratio",
+    "axis",
+    "n_runs",
+    "warmup_s",
+    "relative_pct",
+    "notes",
+]
+COMPARISON_DROP = [
+    "baseline",
+    "wall_significant",
+    "wall_diff_ci95_s",
+    "at_runs",
+    "loss_significant",
+    "accuracy_significant",
+    "loss_diff_ci95",
+    "accuracy_diff_ci95",
+]
 
 
-def render(results: Results, n_runs: int, fmt: str = "simple") -> str:
+def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = False) -> str:
+    """The report as text. ``wide=False`` fits every line into TERMINAL_WIDTH columns (for a
+    terminal); files are written with ``wide=True`` and keep every column."""
+    width = None if wide else TERMINAL_WIDTH
+
+    def prose(text: str) -> str:
+        if width is None:
+            return text
+        return "\n".join(
+            textwrap.fill(line, width, break_on_hyphens=False, break_long_words=False)
+            for line in text.split("\n")
+        )
+
     parts = [f"# {results.suite} ({results.scale})"]
+    for path, manifest in zip(results.folders, results.manifests, strict=False):
+        status = manifest.get("status")
+        if status is not None and status != "complete":
+            parts.append(
+                prose(
+                    f"STATUS: {status.upper()}: the sweep had not finished when this was "
+                    f"written, or it stopped; the numbers below are incomplete ({path})"
+                )
+            )
     labels = {lab for m in results.manifests for lab in m.get("labels", [])}
     for label in sorted(labels):
-        parts.append(f"NOTE: {label}")
+        parts.append(prose(f"NOTE: {label}"))
     machine = results.manifests[0].get("machine", {})
     parts.append(
         f"machine: {machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} "
         f"cores; git {machine.get('git', {}).get('commit', '?')[:10]}"
     )
+    plan = results.plan
+    if plan:
+        parts.append(
+            f"planned: {len(results.manifests[0].get('cases', []))} case(s) x "
+            f"{len(plan['seeds'])} seed(s) x (1 warm-up + {plan['runs']}) runs"
+        )
+    if results.not_run:
+        parts.append(prose(f"NOT RUN (planned, no records): {', '.join(results.not_run)}"))
+    diverged = diverged_rows(results)
+    if diverged:
+        parts.append("\n## DIVERGED (NaN/inf loss): training of these case-seeds stopped")
+        cols = ["case", "seed", "run_index", "loss_sum"]
+        parts.append(table(diverged, cols, fmt, width))
+    else:
+        parts.append("diverged: none")
     timing = timing_rows(results)
     parts.append(
-        "\n## Seconds per run (warm-up excluded; mean, ci95; relative to baseline %)\n"
-        "projected_s = dispatch + slowest worker + collect + merge: projected, not "
-        "measured, wall time on a machine with >= W free cores"
+        prose(
+            "\n## Seconds per run (warm-up and diverged runs excluded; mean, ci95; relative to "
+            "baseline %)\nprojected_s = dispatch + slowest worker + collect + merge: projected, "
+            "not measured, wall time on a machine with >= W free cores"
+        )
     )
-    parts.append(tabulate(_fmt(timing, TIMING_COLUMNS), TIMING_COLUMNS, tablefmt=fmt))
+    parts.append(table(timing, TIMING_COLUMNS, fmt, width, TIMING_DROP))
     table_63, table_64 = ratio_tables(timing)
     if table_63:
         axes = list(table_63[0])[1:]
         parts.append("\n## Thesis table 6.3 shape: seconds per run by scaling ratio (mean ± ci95)")
-        parts.append(tabulate([list(r.values()) for r in table_63], ["ratio", *axes], tablefmt=fmt))
+        parts.append(table(table_63, ["ratio", *axes], fmt, width))
         parts.append("\n## Thesis table 6.4 shape: relative to the baseline (%)")
-        parts.append(tabulate([list(r.values()) for r in table_64], ["ratio", *axes], tablefmt=fmt))
+        parts.append(table(table_64, ["ratio", *axes], fmt, width))
     extra = extrapolation_rows(results, n_runs)
     cols = ["case", "n_runs", "extrapolated_s", "extrapolated_ci95_s", "warmup_s"]
     parts.append(
-        f"\n## Extrapolated wall time for {n_runs} runs (warm-up + N x mean; "
-        "EXTRAPOLATED, not measured)"
+        prose(
+            f"\n## Extrapolated wall time for {n_runs} runs (warm-up + N x mean; "
+            "EXTRAPOLATED, not measured)"
+        )
     )
-    parts.append(tabulate(_fmt(extra, cols), cols, tablefmt=fmt))
+    parts.append(table(extra, cols, fmt, width))
     quality = quality_rows(results)
     if quality:
         cols = ["case", "after_runs", "metric", "value", "n", "over", "before_adaptation"]
         parts.append("\n## Validation after adaptation (mean ± ci95, Student t, n-1)")
-        parts.append(tabulate(_fmt(quality, cols), cols, tablefmt=fmt))
+        parts.append(table(quality, cols, fmt, width, ["before_adaptation", "metric"]))
     comparison = comparison_rows(results)
     if comparison:
         cols = list(comparison[0])
-        parts.append("\n## Against the baseline (Welch t-test; * = significant at 5%)")
-        parts.append(tabulate(_fmt(comparison, cols), cols, tablefmt=fmt))
+        parts.append(
+            prose(
+                "\n## Against the baseline (Welch t-test; * = significant at 5%; quality at "
+                "checkpoint at_runs)"
+            )
+        )
+        parts.append(table(comparison, cols, fmt, width, COMPARISON_DROP))
     return "\n".join(parts)
 
 
-def plot(results: Results, out: Path) -> list[Path]:
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _pyplot() -> Any:
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: no display is needed or wanted
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot(results: Results, out: Path) -> list[Path]:
+    """The quality and timing PNGs (those that have something to show)."""
     written = []
-    quality = quality_rows(results)
-    if quality:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for case_id in dict.fromkeys(r["case"] for r in quality):
-            rows = [r for r in quality if r["case"] == case_id]
-            x = np.array([r["after_runs"] for r in rows])
-            y = np.array([r["mean"] for r in rows])
-            ci = np.nan_to_num(np.array([r["ci95"] for r in rows]))
-            ax.plot(x, y, marker="o", label=case_id)
-            ax.fill_between(x, y - ci, y + ci, alpha=0.2)
-        ax.set_xlabel("runs")
-        ax.set_ylabel(f"validation {quality[0]['metric']} (ci95 band)")
-        ax.set_title(f"{results.suite} ({results.scale})")
-        ax.legend(fontsize=7)
-        path = out / f"{results.suite}-{results.scale}-quality.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    timing = [r for r in timing_rows(results) if math.isfinite(r["ratio"])]
-    if timing:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        base = [r for r in timing if r["axis"] == "baseline"]
-        for axis in [a for a in RATIO_AXES if any(r["axis"] == a for r in timing)] or ["baseline"]:
-            rows = sorted(base + [r for r in timing if r["axis"] == axis], key=lambda r: r["ratio"])
-            ax.errorbar(
-                [r["ratio"] for r in rows],
-                [r["wall_s"] for r in rows],
-                yerr=np.nan_to_num([r["wall_ci95_s"] for r in rows]),
-                marker="o",
-                label=axis,
-                capsize=3,
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("scaling ratio")
-        ax.set_ylabel("seconds per run (warm-up excluded)")
-        ax.set_title(f"{results.suite} ({results.scale})")
-        ax.legend()
-        path = out / f"{results.suite}-{results.scale}-timing.png"
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+    stem = f"{results.suite}-{results.scale}"
+    for name, fig in (("quality", quality_figure(results)), ("timing", timing_figure(results))):
+        if fig is not None:
+            written.append(_save(fig, out / f"{stem}-{name}.png"))
     return written
 
 
+def quality_figure(results: Results) -> Any:
+    """Validation metric by checkpoint with ci95 bands; diverged cases are named in the title,
+    not drawn. None when there is no validation."""
+    quality = [r for r in quality_rows(results) if math.isfinite(r["mean"])]
+    if not quality:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    for case_id in dict.fromkeys(r["case"] for r in quality):
+        rows = [r for r in quality if r["case"] == case_id]
+        x = np.array([r["after_runs"] for r in rows])
+        y = np.array([r["mean"] for r in rows])
+        ci = np.nan_to_num(np.array([r["ci95"] for r in rows]))
+        ax.plot(x, y, marker="o", label=f"{case_id} (over {rows[-1]['over']})")
+        ax.fill_between(x, y - ci, y + ci, alpha=0.2)
+    ax.set_xlabel("runs completed (checkpoint)")
+    ax.set_ylabel(f"validation {quality[0]['metric']}")
+    title = f"{results.suite} ({results.scale})"
+    diverged = [c.case_id for c in results.cases.values() if c.divergences]
+    if diverged:
+        title += f"\nnot shown, diverged: {', '.join(diverged)}"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, title="shaded: ci95 (Student t, n-1)", title_fontsize=7)
+    return fig
+
+
+def timing_figure(results: Results) -> Any:
+    """Measured and projected seconds per run side by side with ci95 error bars: one panel per
+    swept parameter (its values on x, with the ideal-scaling line from the baseline), or one bar
+    per case when the suite sweeps no single parameter. None without a baseline row."""
+    plt = _pyplot()
+
+    rows = timing_rows(results)
+    base = _baseline(results)
+    base_rows = [r for r in rows if r["axis"] == "baseline"]
+    if not rows or base is None or not base_rows:
+        return None
+    axes = [a for a in RATIO_AXES if any(r["axis"] == a for r in rows)]
+    cores = results.manifests[0].get("machine", {}).get("usable_cores")
+    notes = [sequential_note(c, cores) for c in results.cases.values()]
+    notes = [n for n in dict.fromkeys(notes) if n]
+    series = (("wall", "measured", "o"), ("projected", "projected (>= W free cores)", "s"))
+    fig, panels = plt.subplots(
+        1, max(1, len(axes)), figsize=(5.5 * max(1, len(axes)), 4.4), squeeze=False
+    )
+    for axis, ax in zip(axes, panels[0], strict=False):
+        swept = sorted(base_rows + [r for r in rows if r["axis"] == axis], key=lambda r: r["ratio"])
+        x = np.array([r["ratio"] * base.case[axis] for r in swept], dtype=float)
+        for (key, label, marker), shift in zip(series, (0.96, 1.04), strict=True):
+            ax.errorbar(
+                x * shift,  # a small offset on the log axis keeps equal values both visible
+                [r[f"{key}_s"] for r in swept],
+                yerr=np.nan_to_num([r[f"{key}_ci95_s"] for r in swept]),
+                marker=marker,
+                label=label,
+                capsize=3,
+            )
+        # W workers side by side: the ideal is flat (each does its own tasks), or 1/W when they
+        # split one step's tasks (task_parallel); more epochs, tasks or steps: linear in the work
+        base_s = base_rows[0]["wall_s"]
+        if axis == "workers" and base.case.get("mode") == "task_parallel":
+            ideal, how = base_s * x[0] / x, "1/W"
+        elif axis == "workers":
+            ideal, how = np.full_like(x, base_s), "flat"
+        else:
+            ideal, how = base_s * x / x[0], "linear in the work"
+        ax.plot(x, ideal, "k--", linewidth=1, label=f"ideal scaling ({how})")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
+        ax.set_xlabel(AXIS_NAMES.get(axis, axis))
+    if not axes:  # variants: one pair of bars per case
+        ax = panels[0][0]
+        position = np.arange(len(rows))
+        for (key, label, _), shift in zip(series, (-0.2, 0.2), strict=True):
+            ax.bar(
+                position + shift,
+                [r[f"{key}_s"] for r in rows],
+                0.4,
+                yerr=np.nan_to_num([r[f"{key}_ci95_s"] for r in rows]),
+                capsize=3,
+                label=label,
+            )
+        ax.set_xticks(position, [textwrap.fill(r["case"], 14) for r in rows], fontsize=7)
+        ax.set_xlabel("case")
+    for ax in panels[0]:
+        ax.set_ylabel("seconds per run (warm-up excluded)")
+        ax.legend(fontsize=7, title="error bars: ci95 (Student t, n-1)", title_fontsize=7)
+    title = f"{results.suite} ({results.scale}): seconds per run"
+    if notes:
+        title += "\nmeasured with " + "; ".join(notes) + "; projected = slowest worker's time"
+    wrap = 60 * max(1, len(axes))
+    fig.suptitle("\n".join(textwrap.fill(line, wrap) for line in title.split("\n")), fontsize=9)
+    return fig
+
+
 def write(results: Results, out: Path, n_runs: int) -> list[Path]:
-    """Markdown, CSV (one per table) and JSON next to the PNG plots."""
+    """Markdown, CSV (one per table) and JSON next to the PNG plots; all keep every column."""
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{results.suite}-{results.scale}"
     tables = {
@@ -392,10 +821,11 @@ def write(results: Results, out: Path, n_runs: int) -> list[Path]:
         "extrapolation": extrapolation_rows(results, n_runs),
         "quality": quality_rows(results),
         "comparison": comparison_rows(results),
+        "diverged": diverged_rows(results),
     }
     written = []
     md = out / f"{stem}.md"
-    md.write_text(render(results, n_runs, fmt="github") + "\n")
+    md.write_text(render(results, n_runs, fmt="github", wide=True) + "\n")
     written.append(md)
     for name, rows in tables.items():
         if not rows:
@@ -413,6 +843,8 @@ def write(results: Results, out: Path, n_runs: int) -> list[Path]:
             "suite": results.suite,
             "scale": results.scale,
             "machine": results.manifests[0].get("machine"),
+            "status": [m.get("status") for m in results.manifests],
+            "not_run": results.not_run,
             **tables,
         },
     )
