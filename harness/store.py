@@ -13,17 +13,23 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
+import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import filelock
 
 from dmaml_core.files import atomic_write_bytes
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
+LOCK = ".lock"  # advisory lock (flock): held by the one process writing this folder
+LOCK_OWNER = ".lock-owner.json"  # who holds it, for the message a second writer gets
 
 
 class StoreError(RuntimeError):
@@ -70,17 +76,24 @@ def _check_schema(data: dict[str, Any], where: Path) -> None:
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every complete record of a ``records.jsonl``; a torn final line is skipped."""
-    with path.open("rb") as handle:
-        lines = handle.read().split(b"\n")
+    try:
+        with path.open("rb") as handle:
+            lines = handle.read().split(b"\n")
+    except OSError as err:
+        raise StoreError(f"{path}: cannot read the records ({err.strerror})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or bytes that are not UTF-8 (e.g. NUL-filled)
             if number == len(lines):  # torn last line from a kill mid-write
                 continue
             raise StoreError(f"{path}:{number}: not a JSON record") from None
+        if not isinstance(record, dict):
+            raise StoreError(f"{path}:{number}: a record must be a JSON object, got {record!r:.40}")
+        if not isinstance(record.get("kind"), str):
+            raise StoreError(f"{path}:{number}: record without a 'kind' field")
         _check_schema(record, path)
         yield _restore(record)
 
@@ -113,13 +126,26 @@ class RunFolder:
 
     def manifest(self) -> dict[str, Any]:
         try:
-            data = json.loads(self.manifest_path.read_text())
+            data = json.loads(self.manifest_path.read_bytes())
         except FileNotFoundError:
             raise StoreError(
                 f"{self.path}: no {MANIFEST}; not a dmaml-bench results folder"
             ) from None
+        except OSError as err:
+            raise StoreError(f"{self.manifest_path}: cannot read it ({err.strerror})") from None
+        except ValueError:
+            raise StoreError(f"{self.manifest_path}: not valid JSON (corrupt manifest)") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"{self.manifest_path}: must be a JSON object")
         _check_schema(data, self.manifest_path)
+        missing = [k for k in ("suite", "scale") if not isinstance(data.get(k), str)]
+        if missing:
+            raise StoreError(f"{self.manifest_path}: missing {', '.join(missing)}")
         return dict(_restore(data))
+
+    def lock(self) -> FolderLock:
+        """Take this folder's exclusive writer lock (one writer per results folder)."""
+        return FolderLock.acquire(self.path)
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path, {**data, "schema": SCHEMA_VERSION})
@@ -148,6 +174,69 @@ class RunFolder:
             handle.write(line + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+@dataclass
+class FolderLock:
+    """An advisory ``flock`` on ``<folder>/.lock``, held while a process writes the folder.
+
+    The OS drops it when the holder dies (kill -9 included), so a stale lock never blocks a
+    ``--resume``; a live holder makes a second writer fail at once with who holds it."""
+
+    lock: filelock.BaseFileLock
+    owner_path: Path
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def acquire(cls, folder: Path) -> FolderLock:
+        lock = filelock.FileLock(folder / LOCK)
+        owner_path = folder / LOCK_OWNER
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise StoreError(f"{folder} is in use: {_describe_owner(owner_path)}") from None
+        info = {
+            "pid": os.getpid(),
+            "host": platform.node(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        write_json_atomic(owner_path, info)
+        return cls(lock, owner_path, info)
+
+    def release(self) -> None:
+        self.lock.release()
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _describe_owner(owner_path: Path) -> str:
+    try:
+        owner = json.loads(owner_path.read_text())
+        return (
+            f"held by pid {owner['pid']} on {owner['host']} since {owner['since']} "
+            f"({owner['command']}); wait for it to finish or stop it, then --resume"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another dmaml-bench process holds its lock; wait for it to finish"
+
+
+def finished_case_seeds(records: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    """(case id, seed) pairs whose latest attempt reached ``case_end``."""
+    latest: dict[tuple[str, int], Any] = {}
+    done: set[tuple[str, int]] = set()
+    for r in records:
+        key = (r.get("case_id", ""), r.get("seed", -1))
+        if r["kind"] == "case_start":
+            latest[key] = r.get("attempt")
+            done.discard(key)
+        elif r["kind"] == "case_end" and latest.get(key) == r.get("attempt"):
+            done.add(key)
+    return done
 
 
 def find_folders(paths: list[Path]) -> list[RunFolder]:

@@ -1,0 +1,67 @@
+"""Which data a suite will read, found before anything runs, and recorded in the manifest.
+
+Checked before TensorFlow is imported and before a results folder exists: a missing data set is
+a one-line error naming where it was looked for, and ``--data-dir`` never silently falls back to
+another copy. Each record says which files the numbers came from (path and content hashes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.suite import Suite
+
+GENERATED = {
+    "sinusoid": "generated in memory (sinusoid tasks; no data files)",
+    "random_images": "generated in memory (random pixels, timing only; no data files)",
+    "navigation": "simulated (2-D navigation environment; no data files)",
+}
+
+
+def describe_data(suite: Suite, data_dir: str | None) -> list[dict[str, Any]]:
+    """One entry per distinct data set the suite's cases use; raises ``DatasetNotFoundError``
+    (a ``FileNotFoundError``) when one is missing. ``data_dir`` (the ``--data-dir`` flag), when
+    given, is the only place searched."""
+    from dmaml_core.tasks.miniimagenet import find_miniimagenet
+    from dmaml_core.tasks.omniglot import (
+        ARCHIVES,
+        DatasetNotFoundError,
+        _archive_path,
+        _source_identity,
+        find_omniglot,
+    )
+
+    seen: dict[str, dict[str, Any]] = {}
+    for case in suite.cases:
+        params = case.params()
+        key = json.dumps([case.domain, params], sort_keys=True, default=str)
+        if key in seen:
+            continue
+        if case.domain in GENERATED:
+            seen[key] = {"domain": case.domain, "source": GENERATED[case.domain]}
+        elif case.domain == "omniglot":
+            where = data_dir or params.get("data_dir")
+            folder = find_omniglot(
+                where,
+                params.get("cache_dir"),
+                allow_download=where is None and bool(params.get("download", True)),
+            )
+            archives = {}
+            for name in ARCHIVES:
+                archive = _archive_path(folder, name)
+                assert archive is not None  # find_omniglot checked both
+                archives[archive.name] = _source_identity(archive)
+            seen[key] = {
+                "domain": "omniglot",
+                "path": str(folder.resolve()),
+                "sha256": archives,
+            }
+        elif case.domain == "miniimagenet":
+            where = data_dir or params.get("data_dir")
+            folder = find_miniimagenet(where, ("train", "test"))
+            seen[key] = {"domain": "miniimagenet", "path": str(Path(folder).resolve())}
+        else:
+            raise DatasetNotFoundError(f"no data description for domain {case.domain!r}")
+    return list(seen.values())
