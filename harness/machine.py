@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 LIBRARIES = ("tensorflow-cpu", "tensorflow", "numpy", "scipy", "ray", "multiprocess", "gymnasium")
+REPORTED_CPU_FLAGS = ("avx2", "avx512f", "fma")
+# TensorFlow's own rule (DefaultOneDnnPolicy in tensorflow/core/util/util.cc): on Linux its oneDNN
+# custom ops are on by default only for a CPU with one of these neural-network features;
+# TF_ENABLE_ONEDNN_OPTS=0/1 (or false/true) overrides it, anything else keeps the default.
+ONEDNN_DEFAULT_CPU_FLAGS = (
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 def cpu_model() -> str:
@@ -22,6 +36,80 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def onednn_state(flags: frozenset[str], env: str | None, linux: bool) -> dict[str, Any]:
+    """Whether TensorFlow's oneDNN custom ops are on, and why, by TensorFlow's rule (see
+    ONEDNN_DEFAULT_CPU_FLAGS); they change both speed and rounding, so every record says."""
+    features = sorted(f for f in ONEDNN_DEFAULT_CPU_FLAGS if f in flags)
+    default = linux and bool(features)
+    why = (
+        f"TensorFlow's default on Linux for a CPU with {', '.join(features)}"
+        if default
+        else "TensorFlow's default: off (not Linux, or no AVX512-VNNI/BF16, AVX-VNNI or AMX)"
+    )
+    value = (env or "").strip().lower()
+    if value in ("1", "true", "0", "false"):
+        return {"enabled": value in ("1", "true"), "why": f"TF_ENABLE_ONEDNN_OPTS={env}"}
+    if env is not None:
+        why = f"TF_ENABLE_ONEDNN_OPTS={env!r} is not 0/1/true/false, so {why}"
+    return {"enabled": default, "why": why}
+
+
+def xla_state(flags: str | None) -> dict[str, Any]:
+    """XLA auto-clustering from TF_XLA_FLAGS (a case's own ``jit_compile`` is in the case)."""
+    words = (flags or "").split()
+    auto_jit = any(
+        w.split("=", 1)[1] not in ("0", "-1")
+        for w in words
+        if w.startswith("--tf_xla_auto_jit=") and "=" in w
+    ) or any(w in ("--tf_xla_cpu_global_jit", "--tf_xla_cpu_global_jit=true") for w in words)
+    return {"auto_jit": auto_jit, "TF_XLA_FLAGS": flags}
+
+
+@functools.cache
+def device_info() -> dict[str, Any]:
+    """What the numbers ran on, for every record: device kind and name, oneDNN and XLA state and
+    the CPU flags that decide TensorFlow's kernels. Cached: computed once per process (TensorFlow
+    reads these settings once at start-up too). Where TensorFlow is already imported, its own
+    answers (visible GPUs, oneDNN in force) replace the prediction from the environment."""
+    flags = cpu_flags()
+    onednn = onednn_state(
+        flags, os.environ.get("TF_ENABLE_ONEDNN_OPTS"), sys.platform.startswith("linux")
+    )
+    gpus: list[str] = []
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            gpus.append(str(details.get("device_name", gpu.name)))
+        try:
+            from tensorflow.python.util import _pywrap_util_port
+
+            onednn["enabled"] = bool(_pywrap_util_port.IsMklEnabled())
+        except (ImportError, AttributeError):
+            pass
+    return {
+        "kind": "gpu" if gpus else "cpu",
+        "name": gpus[0] if gpus else cpu_model(),
+        "gpus": gpus,
+        "onednn": onednn,
+        "xla": xla_state(os.environ.get("TF_XLA_FLAGS")),
+        "cpu_flags": {f: f in flags for f in REPORTED_CPU_FLAGS},
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -61,6 +149,7 @@ def machine_info() -> dict[str, Any]:
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_bytes": psutil.virtual_memory().total,
         "gpu": gpu_info(),
+        "device": device_info(),
         "versions": library_versions(),
         "git": git_info(),
     }

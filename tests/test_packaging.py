@@ -1,0 +1,97 @@
+"""dmaml-bench installs like a real package: a wheel, installed non-editable into a fresh virtual
+environment, runs the main suite from an unrelated directory and writes its results there.
+
+How the fresh environment gets its dependencies: TensorFlow and the rest are large and this check
+must not download them (CI may be offline, and it would take minutes), so the wheel is installed
+with ``--no-deps`` and a ``.pth`` file in the fresh environment's site-packages appends the
+running environment's site-packages to ``sys.path``. A ``.pth`` line that is a path only adds that
+folder: the ``.pth`` files inside it, among them the hook of this checkout's editable install, are
+not run, so ``harness`` still comes from the wheel (the test checks ``harness.__file__``), and the
+fresh site-packages come first on ``sys.path``. The wheel is built from a copy of the sources so
+the build leaves nothing (build/, *.egg-info) in the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 300
+PIP = (sys.executable, "-m", "pip")
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False
+    )
+    assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _copy_sources(target: Path) -> Path:
+    """What the sdist holds: project files, the two packages and the suite files."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, target / name)
+    for package in ("dmaml_core", "harness"):
+        shutil.copytree(ROOT / package, target / package, ignore=ignore)
+    (target / "suites").mkdir()
+    for path in [*(ROOT / "suites").glob("*.toml"), ROOT / "suites" / "README.md"]:
+        shutil.copy2(path, target / "suites" / path.name)
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    source = _copy_sources(tmp_path / "src")
+    dist = tmp_path / "dist"
+    _run(
+        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
+        cwd=tmp_path,
+    )
+    (wheel,) = dist.glob("dmaml_bench-*.whl")
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp_path)
+    python = venv / "bin" / "python"
+    _run(
+        [*PIP, "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+        cwd=tmp_path,
+    )
+    site = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            cwd=tmp_path,
+        ).stdout.strip()
+    )
+    (site / "_dmaml_bench_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+
+    where = _run([str(python), "-c", "import harness; print(harness.__file__)"], cwd=tmp_path)
+    assert Path(where.stdout.strip()).is_relative_to(site), where.stdout  # the wheel, not ROOT
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = str(venv / "bin" / "dmaml-bench")
+    listed = _run([script, "list"], cwd=elsewhere)
+    assert "main" in listed.stdout and "time_measurement" in listed.stdout
+    run = _run([script, "run", "main", "--scale", "smoke", "--quiet"], cwd=elsewhere)
+    assert "oneDNN" not in run.stderr and "absl" not in run.stderr  # quiet start-up
+
+    (folder,) = (elsewhere / "results" / "local" / "main").glob("smoke-*")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert Path(manifest["suite_file"]).is_relative_to(site)  # the suite shipped in the wheel
+    records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
+    runs = [r for r in records if r.get("kind") == "run"]
+    assert runs and all(r["device"]["kind"] in ("cpu", "gpu") for r in runs)
