@@ -18,6 +18,15 @@ from dmaml_core.maml import MamlConfig
 from dmaml_core.tasks import make_domain
 from dmaml_core.weight_generators import make_weight_generator
 from dmaml_core.worker import WorkerConfig, compiled_maml
+from harness.checkpoint import (
+    CheckpointError,
+    CheckpointSchedule,
+    CheckpointStore,
+    Written,
+    checkpoint_dir,
+    validation_seed,
+)
+from harness.machine import device_info
 from harness.measure import RunMeter
 from harness.store import RunFolder, StoreError
 from harness.suite import Case, Suite
@@ -123,7 +132,7 @@ def validate(learner: Any, config: WorkerConfig, suite: Suite, seed: int) -> dic
     """Thesis fig. 5.1: the [steps + 1, V] query loss/accuracy matrix of fixed held-out tasks;
     the figure for step s is the row mean."""
     plan = suite.plan
-    rng = np.random.default_rng([seed, 2**31 - 1])  # a stream no worker uses
+    rng = np.random.default_rng(validation_seed(seed))  # a stream no worker uses
     tasks = config.domain.sample(rng, plan.validation_tasks, "test")
     compiled = compiled_maml(config.domain, config.maml)
     start = time.perf_counter()
@@ -150,6 +159,21 @@ def run_case_seed(
     started = time.perf_counter()
     learner, config, backend = build(case, seed)
     meter = RunMeter()
+    store = CheckpointStore(checkpoint_dir(folder.path, case.case_id, seed))
+    schedule = CheckpointSchedule(plan.checkpoint_every)
+    identity = {"case_id": case.case_id, "config_hash": case.config_hash(), "seed": seed}
+    written: list[Written] = []
+
+    def save(runs_done: int) -> None:
+        """An exact checkpoint after ``runs_done`` runs (outside every timed region)."""
+        begin = time.perf_counter()
+        state = learner.get_state()
+        if state["runs_done"] != runs_done:
+            raise CheckpointError(f"learner at run {state['runs_done']}, expected {runs_done}")
+        info = store.write(runs_done, state, {**identity, "validation_seed": validation_seed(seed)})
+        written.append(info)
+        schedule.wrote(time.perf_counter() - begin)
+
     try:
         threads = getattr(backend, "threads_per_process", None)
         base = {**base, "threads_per_worker": threads}
@@ -163,7 +187,8 @@ def run_case_seed(
             }
         )
         total = plan.runs + 1  # run 0 is the warm-up
-        for done in range(total + 1):
+        first = _resume(learner, store, identity, total, folder, base)
+        for done in range(first, total + 1):
             if done in plan.checkpoints:
                 folder.append(
                     {
@@ -173,28 +198,83 @@ def run_case_seed(
                         **validate(learner, config, suite, seed),
                     }
                 )
+            if done > first and (done == total or done in plan.checkpoints or schedule.due(done)):
+                save(done)
             if done == total:
                 break
             with meter:
                 record = learner.run()
             fields = run_fields(case, record, meter)
             folder.append({**base, "kind": "run", "run_index": done, "warmup": done == 0, **fields})
+            schedule.ran(fields["wall_s"])
             progress(
                 f"{case.case_id} seed {seed}: run {done + 1}/{total} "
                 f"{fields['wall_s'] * 1e3:.1f} ms"
             )
             if fields["diverged"]:
+                # no checkpoint here: a resume re-runs from the last one and diverges again
                 folder.append(
                     {**base, "kind": "diverged", "run_index": done, "loss_sum": fields["loss_sum"]}
                 )
                 break
-        folder.append({**base, "kind": "case_end", "elapsed_s": time.perf_counter() - started})
+        folder.append(
+            {
+                **base,
+                "kind": "case_end",
+                "elapsed_s": time.perf_counter() - started,
+                "checkpoints_written": len(written),
+                "checkpoint_s": [w.seconds for w in written],
+                "checkpoint_bytes": written[-1].bytes if written else 0,
+            }
+        )
     except WorkerError as err:
         folder.append({**base, "kind": "case_error", "error": str(err)})
         raise CaseFailed(f"{case.case_id} seed {seed}: {err}") from None
     finally:
         meter.close()
         backend.close()
+
+
+def _resume(
+    learner: Any,
+    store: CheckpointStore,
+    identity: dict[str, Any],
+    total: int,
+    folder: RunFolder,
+    base: dict[str, Any],
+) -> int:
+    """Continue from the newest usable checkpoint of this case-seed, if any; returns the first run
+    to do. Records a ``case_resume`` (so the report replaces what was re-done after it) and, when
+    runs remain, a ``resume_warmup``: one untimed run that pays the tracing of this fresh process,
+    after which the checkpoint is restored again, so the timed runs stay clean and exact."""
+    checkpoint = store.latest(identity)
+    if checkpoint is None:
+        store.discard_after(-1)  # leftovers of an attempt that never completed a checkpoint
+        return 0
+    store.discard_after(checkpoint.runs_done)
+    learner.set_state(checkpoint.state)
+    folder.append(
+        {
+            **base,
+            "kind": "case_resume",
+            "from_run": checkpoint.runs_done,
+            "checkpoint": str(checkpoint.path),
+            "rejected": store.rejected,
+        }
+    )
+    if checkpoint.runs_done < total:
+        begin = time.perf_counter()
+        learner.run()
+        learner.set_state(checkpoint.state)
+        folder.append(
+            {
+                **base,
+                "kind": "resume_warmup",
+                "from_run": checkpoint.runs_done,
+                "wall_s": time.perf_counter() - begin,
+            }
+        )
+    return checkpoint.runs_done
 
 
 def completed(
@@ -239,6 +319,7 @@ def run_suite(suite: Suite, folder: RunFolder, progress: Progress | None = None)
                 "attempt": attempts.get(key, 0),
                 # every record says what produced it, not only the case_start record
                 **{k: getattr(case, k) for k in RECORDED_FIELDS},
+                "device": device_info(),  # cached: kind, oneDNN/XLA state, CPU flags
             }
             run_case_seed(suite, case, seed, folder, base, progress)
 
