@@ -331,8 +331,14 @@ def ratio_tables(
                 if ratio == 1.0
                 else next((r for r in timing if r["axis"] == axis and r["ratio"] == ratio), None)
             )
-            row_s[axis] = f"{match['wall_s']:.4g} ± {match['wall_ci95_s']:.2g}" if match else "-"
-            row_r[axis] = f"{match['relative_pct']:.0f}" if match else "-"
+            if match is None:
+                row_s[axis] = row_r[axis] = "-"
+                continue
+            # a partial or diverged case keeps its mark in the pivot too
+            status = match.get("status", "complete")
+            mark = "" if status == "complete" else f" [{status.split(' (')[0].split(' in ')[0]}]"
+            row_s[axis] = f"{match['wall_s']:.4g} ± {match['wall_ci95_s']:.2g}{mark}"
+            row_r[axis] = f"{match['relative_pct']:.0f}{mark}"
         seconds.append(row_s)
         relative.append(row_r)
     return seconds, relative

@@ -145,6 +145,10 @@ def test_timing_excludes_the_diverged_run_and_says_so(diverged: report.Results) 
     assert row["status"] == "diverged in 2/2 seeds"
     assert row["wall_s"] < 1.0  # the 100 s diverged run is not averaged in
     assert row["n_runs"] == 2 + 1  # timed runs before divergence: indices 1-2 and 1
+    seconds, relative = report.ratio_tables(report.timing_rows(diverged))
+    assert (
+        seconds[1]["workers"].endswith(" [diverged]") and relative[1]["workers"] == "99 [diverged]"
+    )
 
 
 def test_a_diverged_case_is_not_compared_from_checkpoint_0(diverged: report.Results) -> None:
@@ -175,6 +179,7 @@ def partial(tmp_path: Path) -> report.Results:
 
 def test_partial_and_not_run_cases_are_marked(partial: report.Results) -> None:
     status = {r["case"]: r["status"] for r in report.timing_rows(partial)}
+    assert report.ratio_tables(report.timing_rows(partial))[1][1]["workers"].endswith(" [partial]")
     assert status == {BASE: "complete", W2: "partial (2/4 runs, 1/2 seeds)"}
     assert partial.not_run == ["w4-e1-t4-sum-o2"]
     text = report.render(partial, 1000)
