@@ -80,6 +80,7 @@ class CaseResults:
     # seed -> {"run_index", "loss_sum"} of the run whose loss was NaN/inf
     divergences: dict[int, dict[str, Any]] = field(default_factory=dict)
     processes: int | None = None  # processes the backend used (records' backend_processes)
+    errors: dict[int, str] = field(default_factory=dict)  # seed -> its case_error message
 
 
 @dataclass
@@ -190,6 +191,8 @@ def load(folders: list[RunFolder]) -> list[Results]:
                 case.divergences[r["seed"]] = _divergence(r)
             elif r["kind"] == "case_end":
                 case.ended.add(r["seed"])
+            elif r["kind"] == "case_error":
+                case.errors[r["seed"]] = str(r.get("error", "?"))
         for case in results.cases.values():
             case.diverged_seeds = sorted(case.divergences)
     return list(grouped.values())
@@ -226,6 +229,8 @@ def case_status(results: Results, case: CaseResults) -> str:
         parts.append(f"partial ({runs}/{planned_runs} runs, {seeds}/{planned_seeds} seeds)")
     if case.divergences:
         parts.append(f"diverged in {len(case.divergences)}/{seeds} seeds")
+    if case.errors:
+        parts.append(f"failed in seed {', '.join(str(s) for s in sorted(case.errors))}")
     return "; ".join(parts) or "complete"
 
 

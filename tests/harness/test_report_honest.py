@@ -174,13 +174,14 @@ def partial(tmp_path: Path) -> report.Results:
     write_case_seed(folder, BASE, 0)
     write_case_seed(folder, BASE, 1)
     write_case_seed(folder, W2, 0, workers=2, runs=2, end=False)  # killed after 2 runs
+    folder.append({"kind": "case_error", "case_id": W2, "seed": 0, "attempt": 0, "error": "hang"})
     return load_one(folder)
 
 
 def test_partial_and_not_run_cases_are_marked(partial: report.Results) -> None:
     status = {r["case"]: r["status"] for r in report.timing_rows(partial)}
     assert report.ratio_tables(report.timing_rows(partial))[1][1]["workers"].endswith(" [partial]")
-    assert status == {BASE: "complete", W2: "partial (2/4 runs, 1/2 seeds)"}
+    assert status == {BASE: "complete", W2: "partial (2/4 runs, 1/2 seeds); failed in seed 0"}
     assert partial.not_run == ["w4-e1-t4-sum-o2"]
     text = report.render(partial, 1000)
     assert "NOT RUN (planned, no records): w4-e1-t4-sum-o2" in text
