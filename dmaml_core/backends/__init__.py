@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dmaml_core.backends.base import Backend, BackendRun, WorkerError
+from dmaml_core.backends.base import Backend, BackendConnectionError, BackendRun, WorkerError
+from dmaml_core.backends.host import check_scale
 from dmaml_core.backends.processes import ProcessesBackend
 from dmaml_core.backends.serial import SerialBackend
 from dmaml_core.worker import WorkerConfig
@@ -22,6 +23,7 @@ BACKENDS = ("serial", "processes", "ray")
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendConnectionError",
     "BackendRun",
     "ProcessesBackend",
     "RayBackend",
@@ -33,12 +35,15 @@ __all__ = [
 
 def make_backend(name: str, config: WorkerConfig, n_workers: int, **options: Any) -> Backend:
     """Build backend ``name`` for W = ``n_workers`` logical workers; ``options`` go to its
-    constructor (e.g. ``processes=``, ``threads_per_process=``, ``timeout_s=``, ``address=``)."""
+    constructor (e.g. ``processes=``, ``threads_per_process=``, ``timeout_s=``, ``address=``,
+    ``allow_large=``)."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {n_workers}")
     if name == "serial":
+        # The serial backend builds every worker here: the same W bound as the others.
+        check_scale(n_workers, "processes", None, None, 1, options.pop("allow_large", False))
         if options:
             raise ValueError(f"the serial backend takes no options, got {', '.join(options)}")
         return SerialBackend(config, n_workers)

@@ -13,6 +13,12 @@ class WorkerError(RuntimeError):
     """A worker crashed, hung or vanished; the message names the worker and the run."""
 
 
+class BackendConnectionError(RuntimeError):
+    """The backend could not reach where its workers should run (e.g. no Ray cluster at the given
+    address, or a token-auth cluster without the token). The message is one line: what failed,
+    where, and what to try; the CLI prints it and exits with status 2 (bad input, not a bug)."""
+
+
 @dataclass
 class BackendRun:
     """What one round trip to the workers returned, with where the time went."""

@@ -13,6 +13,7 @@ transport (pipes or the Ray object store) differs.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import signal
@@ -204,17 +205,113 @@ def run_info(reports: list[HostReport], threads: int) -> dict[str, float]:
 
 
 def check_backend_options(
-    n_workers: int, slots_name: str, slots: int | None, threads: int | None, timeout_s: float
+    n_workers: int,
+    slots_name: str,
+    slots: int | None,
+    threads: int | None,
+    timeout_s: float | None,
 ) -> None:
-    """The argument checks every multi-process backend shares, with the same clear messages."""
+    """The argument checks every multi-process backend shares, with the same clear messages.
+    ``timeout_s`` None means "scaled from the measured runs" (``RunTimeout``)."""
     if n_workers < 1:
         raise ValueError(f"workers must be >= 1, got {n_workers}")
     if slots is not None and slots < 1:
         raise ValueError(f"{slots_name} must be >= 1, got {slots}")
     if threads is not None and threads < 1:
         raise ValueError(f"threads_per_process must be >= 1, got {threads}")
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    if timeout_s is not None and not 0 < timeout_s < math.inf:
+        raise ValueError(f"timeout_s must be > 0 and finite (seconds), got {timeout_s}")
+
+
+MAX_WORKERS = 4096  # logical workers per backend without ``allow_large``
+MAX_PER_CORE = 4  # processes / actors, and threads per process, per core without ``allow_large``
+_LIFT = "pass allow_large=True to the backend (suite field `allow_large = true`) to lift this bound"
+
+
+def check_scale(
+    n_workers: int,
+    slots_name: str,
+    slots: int | None,
+    threads: int | None,
+    cores: int,
+    allow_large: bool = False,
+) -> None:
+    """Refuse sizes that would build for minutes or oversubscribe the machine to a standstill
+    (``workers = 1e6``, ``threads = 100000``) before anything starts, instead of hanging silently.
+
+    Bounds: W <= ``MAX_WORKERS``; processes/actors and threads per process <= ``MAX_PER_CORE`` x
+    ``cores`` (the machine's cores, or a Ray cluster's CPUs). ``allow_large`` lifts them all.
+    """
+    if allow_large:
+        return
+    if n_workers > MAX_WORKERS:
+        raise ValueError(
+            f"workers = {n_workers} is more than the {MAX_WORKERS} logical workers a backend "
+            f"builds by default; {_LIFT}"
+        )
+    limit = MAX_PER_CORE * max(1, cores)
+    for name, value in ((slots_name, slots), ("threads_per_process", threads)):
+        if value is not None and value > limit:
+            raise ValueError(
+                f"{name} = {value} is more than {MAX_PER_CORE} x the {cores} cores available "
+                f"({limit}); {_LIFT}"
+            )
+
+
+WARMUP_TIMEOUT_S = 600.0  # the first call of each kind: it traces the MAML step (98 s seen here)
+TIMEOUT_FLOOR_S = 60.0  # later calls: never less than this, whatever the runs measured
+TIMEOUT_FACTOR = 10.0  # later calls: this many times the slowest call of that kind so far
+_RAISE = "raise it with the suite field `worker_timeout_s` or the flag `--worker-timeout`"
+
+
+@dataclass
+class RunTimeout:
+    """How long one request to the workers may take before they count as hung.
+
+    A fixed 600 s catches a hung worker only after ten minutes, and may be too short for a huge
+    warm-up. So, unless the user fixes the limit (``fixed_s``, from ``worker_timeout_s`` /
+    ``--worker-timeout``), it follows what was measured, per kind of request ("run",
+    "gradients"), because each kind is traced on its own first call:
+
+    - the first call of a kind (the warm-up, which traces) gets ``warmup_s`` (600 s);
+    - later calls get ``max(floor_s, factor x the slowest later call so far)`` (60 s, 10x); until
+      a later call has been measured, the warm-up's own duration stands in for it (an upper bound:
+      the warm-up is a run plus tracing), so only the second call can get a looser limit.
+    """
+
+    fixed_s: float | None = None
+    warmup_s: float = WARMUP_TIMEOUT_S
+    floor_s: float = TIMEOUT_FLOOR_S
+    factor: float = TIMEOUT_FACTOR
+    warmups: dict[str, float] = field(default_factory=dict)
+    slowest: dict[str, float] = field(default_factory=dict)
+
+    def limit(self, kind: str) -> float:
+        if self.fixed_s is not None:
+            return self.fixed_s
+        measured = self.slowest.get(kind, self.warmups.get(kind))
+        return self.warmup_s if measured is None else max(self.floor_s, self.factor * measured)
+
+    def observe(self, kind: str, seconds: float) -> None:
+        """Record a completed call of ``kind`` that took ``seconds`` (dispatch to last result)."""
+        if kind not in self.warmups:
+            self.warmups[kind] = seconds
+        else:
+            self.slowest[kind] = max(self.slowest.get(kind, 0.0), seconds)
+
+    def explain(self, kind: str) -> str:
+        """Why the limit is what it is, and how to change it (for the timeout error)."""
+        if self.fixed_s is not None:
+            why = "the limit set for this case"
+        elif kind not in self.warmups:
+            why = "the limit for the first, tracing call"
+        else:
+            measured = self.slowest.get(kind, self.warmups[kind])
+            why = (
+                f"max({self.floor_s:g} s, {self.factor:g} x the slowest {kind} call so far, "
+                f"{measured:.3g} s)"
+            )
+        return f"{why}; {_RAISE}"
 
 
 def task_counts(tasks_per_worker: list[int], n_workers: int) -> dict[int, int]:

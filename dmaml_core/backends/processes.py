@@ -23,9 +23,13 @@ reported as ``info["receive_lag_s"]``, so that no communication time hides insid
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
+import signal
+import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import multiprocess
@@ -33,13 +37,16 @@ from multiprocess.connection import wait
 
 from dmaml_core.backends.base import BackendRun, WorkerError
 from dmaml_core.backends.host import (
+    WARMUP_TIMEOUT_S,
     HostFailure,
     HostReport,
     InjectedFault,
+    RunTimeout,
     WorkerHost,
     assign_workers,
     available_cores,
     check_backend_options,
+    check_scale,
     describe_host,
     failure_message,
     merged_results,
@@ -49,9 +56,12 @@ from dmaml_core.backends.host import (
 from dmaml_core.models import NumpyWeights
 from dmaml_core.worker import GradientResult, WorkerConfig, WorkerResult
 
-DEFAULT_TIMEOUT_S = 600.0  # per run; generous because the first run also traces the step
+# Without ``timeout_s`` the per-run limit follows the measured runs (``RunTimeout``); this is the
+# limit of the first, tracing run of each kind and of requests that are not runs (state transfer).
+DEFAULT_TIMEOUT_S = WARMUP_TIMEOUT_S
 DEFAULT_START_TIMEOUT_S = 180.0  # spawn + TensorFlow import + building the workers
 _STOP_GRACE_S = 5.0
+_DRIVER_POLL_S = 0.5  # how often a worker checks that its driver is still alive
 
 
 def _dumps(message: object) -> bytes:
@@ -64,16 +74,24 @@ def _host_main(
     worker_ids: list[int],
     threads: int,
     fault: InjectedFault | None,
+    driver_pid: int | None = None,
 ) -> None:
     """Entry point of a spawned process: build the host, then serve requests until told to stop
-    (or until the driver's end of the pipe closes, so an orphan never lingers)."""
+    (or until the driver's end of the pipe closes, so an orphan never lingers).
+
+    The driver owns Ctrl-C (SIGINT is ignored here, see ``_spawning``) and shuts the processes
+    down itself; a driver that vanishes mid-run (kill -9) is noticed by ``_leave_with_driver``.
+    Either way the process leaves quietly: no traceback for a closed pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _leave_with_driver(driver_pid)
     try:
         host = WorkerHost(config, worker_ids, threads, fault)
         conn.send_bytes(_dumps(("ready", host.ready())))
     except Exception:
         import traceback
 
-        conn.send_bytes(_dumps(("failed", HostFailure(-1, traceback.format_exc()))))
+        with contextlib.suppress(OSError):  # the driver is gone: nobody to tell
+            conn.send_bytes(_dumps(("failed", HostFailure(-1, traceback.format_exc()))))
         return
     while True:
         try:
@@ -95,7 +113,55 @@ def _host_main(
             _, run_index, theta, tasks = message
             reply = host.gradients(theta, tasks, run_index)
         status = "failed" if isinstance(reply, HostFailure) else "ok"
-        conn.send_bytes(_dumps((status, reply)))
+        try:
+            conn.send_bytes(_dumps((status, reply)))
+        except OSError:  # BrokenPipeError: the driver closed the pipe or died; leave quietly
+            return
+
+
+def _leave_with_driver(driver_pid: int | None, poll_s: float = _DRIVER_POLL_S) -> None:
+    """End this process within ``poll_s`` once the driver that spawned it is gone.
+
+    A worker busy in a long run never reads its pipe, so it would not see the driver's death
+    (kill -9) until the run ended. A daemon thread polls the parent pid instead: spawn starts the
+    process as a direct child of the driver, so a different ``getppid()`` means the driver died
+    and the process was re-parented. (``prctl(PR_SET_PDEATHSIG)`` would be Linux-only and fires
+    when the *thread* that spawned us ends, which would kill pools built outside the main thread.)
+    """
+    if driver_pid is None:
+        return
+
+    def watch() -> None:
+        while os.getppid() == driver_pid:
+            time.sleep(poll_s)
+        os._exit(0)  # no cleanup to do: the driver that wanted our results is gone
+
+    threading.Thread(target=watch, name="dmaml-driver-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _spawning() -> Iterator[None]:
+    """What children inherit at spawn: SIGINT ignored and ``TF_CPP_MIN_LOG_LEVEL`` set.
+
+    Both must be in place before the child's first line of Python: unpickling its arguments
+    imports TensorFlow (whose C++ start-up logs read the variable once) and a Ctrl-C during that
+    import would print a ``KeyboardInterrupt`` traceback from every worker. An ignored signal
+    stays ignored across exec (Python installs its SIGINT handler only over the default), so the
+    workers never see the terminal's Ctrl-C; the driver handles it and stops them. The driver's
+    own handler and environment are restored afterwards (a Ctrl-C that arrives in the
+    milliseconds of a spawn is lost)."""
+    quiet = "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+    if quiet:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        yield
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        if quiet:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
 
 
 def _stop(processes: list[Any], conns: list[Any], grace_s: float = _STOP_GRACE_S) -> None:
@@ -127,16 +193,21 @@ class ProcessesBackend:
         n_workers: int,
         processes: int | None = None,
         threads_per_process: int | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        allow_large: bool = False,
         _fault: InjectedFault | None = None,
     ) -> None:
+        """``timeout_s``: the per-run limit; None scales it from the measured runs
+        (``RunTimeout``). ``allow_large`` lifts the size bounds of ``check_scale``."""
         check_backend_options(n_workers, "processes", processes, threads_per_process, timeout_s)
         cores = available_cores()
+        check_scale(n_workers, "processes", processes, threads_per_process, cores, allow_large)
         self.n_workers = n_workers
         self.processes = min(n_workers, processes or cores)
         self.threads_per_process = threads_per_process or max(1, cores // self.processes)
-        self.timeout_s = timeout_s
+        self.limits = RunTimeout(timeout_s)
+        self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s  # non-run requests
         self.assignment = assign_workers(n_workers, self.processes)
         self.pids: list[int] = []
         self._failure: str | None = None
@@ -151,15 +222,16 @@ class ProcessesBackend:
             ours, theirs = ctx.Pipe(duplex=True)
             proc = ctx.Process(
                 target=_host_main,
-                args=(theirs, config, ids, self.threads_per_process, _fault),
+                args=(theirs, config, ids, self.threads_per_process, _fault, os.getpid()),
                 name=f"dmaml-host-{h}",
                 daemon=True,  # dies with the driver even if close() is never reached
             )
-            proc.start()
+            with _spawning():
+                proc.start()
             theirs.close()  # only the child holds it now, so its death reads as EOF here
             self._procs.append(proc)
             self._conns.append(ours)
-        replies = self._gather("start-up", start, start_timeout_s)
+        replies = self._gather("start-up", start, start_timeout_s, "the start-up limit")
         self.pids = [pid for pid, _ in replies]
         # What the processes actually pinned (the same everywhere: they are fresh processes).
         self.threads_per_process = replies[0][1]
@@ -169,7 +241,7 @@ class ProcessesBackend:
 
     def run(self, theta: NumpyWeights, run_index: int) -> BackendRun:
         reports, dispatch_s, sent, received = self._round_trip(
-            ("run", run_index, theta), f"run {run_index}"
+            ("run", run_index, theta), f"run {run_index}", "run"
         )
         results: list[WorkerResult] = merged_results(reports)
         info = run_info(reports, self.threads_per_process)
@@ -186,7 +258,7 @@ class ProcessesBackend:
     ) -> list[GradientResult]:
         tasks = task_counts(tasks_per_worker, self.n_workers)
         reports, *_ = self._round_trip(
-            ("gradients", run_index, theta, tasks), f"task-parallel run {run_index}"
+            ("gradients", run_index, theta, tasks), f"task-parallel run {run_index}", "gradients"
         )
         return merged_results(reports)
 
@@ -202,9 +274,11 @@ class ProcessesBackend:
         self._round_trip(("set_state", states), "set state")
 
     def _round_trip(
-        self, message: tuple[Any, ...], what: str
+        self, message: tuple[Any, ...], what: str, kind: str | None = None
     ) -> tuple[list[HostReport], float, float, float]:
-        """Send one request to every process and wait for every report.
+        """Send one request to every process and wait for every report: within the limit
+        ``self.limits`` sets for ``kind`` ("run", "gradients"; timed, so later limits scale),
+        or within ``self.timeout_s`` for other requests.
         Returns (reports, dispatch_s, time sending ended, time the last report was in)."""
         if self._failure is not None:
             raise WorkerError(f"processes backend is shut down after a failure: {self._failure}")
@@ -218,12 +292,19 @@ class ProcessesBackend:
             except OSError:
                 self._fail(f"{what}: {self._describe(h)} is gone ({self._exit(h)})")
         sent = time.perf_counter()
-        reports: list[HostReport] = self._gather(what, start, self.timeout_s)
-        return reports, sent - start, sent, time.perf_counter()
+        if kind is None:
+            limit, why = self.timeout_s, "the limit for requests that are not runs"
+        else:
+            limit, why = self.limits.limit(kind), self.limits.explain(kind)
+        reports: list[HostReport] = self._gather(what, start, limit, why)
+        received = time.perf_counter()
+        if kind is not None:
+            self.limits.observe(kind, received - start)
+        return reports, sent - start, sent, received
 
-    def _gather(self, what: str, start: float, timeout_s: float) -> list[Any]:
+    def _gather(self, what: str, start: float, timeout_s: float, why: str = "") -> list[Any]:
         """One reply per process, in process order, within ``timeout_s`` of ``start``; any death,
-        failure or timeout is fatal."""
+        failure or timeout is fatal (``why`` explains the limit in the timeout error)."""
         deadline = start + timeout_s
         replies: dict[int, Any] = {}
         by_conn = {id(conn): h for h, conn in enumerate(self._conns)}
@@ -237,7 +318,8 @@ class ProcessesBackend:
             ready = wait(waitables, timeout=max(0.0, remaining)) if remaining > 0 else []
             if not ready:
                 hung = ", ".join(self._describe(h) for h in pending)
-                self._fail(f"{what}: {hung} did not answer within {timeout_s:g} s")
+                why = f" ({why})" if why else ""
+                self._fail(f"{what}: {hung} did not answer within {timeout_s:g} s{why}")
             woken = {by_conn[id(o)] for o in ready if id(o) in by_conn}
             woken |= {by_sentinel[o] for o in ready if o in by_sentinel}
             for h in sorted(woken):
