@@ -13,12 +13,14 @@ the build leaves nothing (build/, *.egg-info) in the checkout.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -56,8 +58,18 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     source = _copy_sources(tmp_path / "src")
     dist = tmp_path / "dist"
+    # the sdist first, as tox does: the wheel is built from what the sdist holds
+    sdist = _run(
+        [sys.executable, "-c", "import setuptools.build_meta as b; print(b.build_sdist('sdist'))"],
+        cwd=source,
+    ).stdout.split()[-1]
+    with tarfile.open(source / "sdist" / sdist) as archive:
+        names = archive.getnames()
+        assert any(n.endswith("suites/main.toml") for n in names), names
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    (unpacked,) = (tmp_path / "unpacked").iterdir()
     _run(
-        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
+        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(unpacked)],
         cwd=tmp_path,
     )
     (wheel,) = dist.glob("dmaml_bench-*.whl")
@@ -95,3 +107,33 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (folder / "records.jsonl").read_text().splitlines()]
     runs = [r for r in records if r.get("kind") == "run"]
     assert runs and all(r["device"]["kind"] in ("cpu", "gpu") for r in runs)
+
+
+def _make_test_commands() -> list[str]:
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("test:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip().replace("$(BIN)/", ""))
+    return recipe
+
+
+def _tox_commands() -> list[str]:
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    commands = tox["testenv"]["commands"].strip().splitlines()
+    return [" ".join(c.replace("{posargs}", "").split()) for c in commands]
+
+
+def test_tox_and_make_run_the_same_checks() -> None:
+    """CI runs `make test`, a user may run `tox`: both must check the same things."""
+    make = _make_test_commands()
+    assert make == _tox_commands()
+    assert "ruff format --check ." in make and any("--benchmark-only" in c for c in make)
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    extras = set(tox["testenv"]["extras"].split())
+    assert extras == {"test", "rl"}  # rl: the navigation suite and its tests need gymnasium
+    assert '-e ".[test,rl]"' in (ROOT / "Makefile").read_text()  # make installs the same
