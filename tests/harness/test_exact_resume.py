@@ -178,3 +178,60 @@ def test_serial_sigkill_and_resume_is_bit_exact(tmp_path: Path) -> None:
     reference = run_to_end(suite, tmp_path / "reference")
     folder = killed_and_resumed(suite, tmp_path / "killed", [7])
     assert_same_result(folder, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_parallel_backends_sigkill_and_resume_is_bit_exact(tmp_path: Path, backend: str) -> None:
+    """The workers' states live in other processes: the checkpoint pulls them back, the resumed
+    run pushes them into fresh processes / actors."""
+    suite = write_suite(tmp_path, backend)
+    reference = run_to_end(suite, tmp_path / "reference")
+    folder = killed_and_resumed(suite, tmp_path / "killed", [7])
+    assert_same_result(folder, reference)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("backend", ["serial", "processes", "ray"])
+def test_killed_at_several_points_still_ends_bit_exact(tmp_path: Path, backend: str) -> None:
+    """Killed early (maybe before the first checkpoint), killed again after resuming, resumed."""
+    suite = write_suite(tmp_path, backend)
+    reference = run_to_end(suite, tmp_path / "reference")
+    folder = killed_and_resumed(suite, tmp_path / "killed", [4, 15])
+    assert_same_result(folder, reference)
+    kinds = [r["kind"] for r in read_records(folder / "records.jsonl")]
+    assert kinds.count("case_start") == 3 and kinds.count("case_end") == 1
+
+
+@pytest.mark.slow
+def test_killed_while_writing_a_checkpoint_falls_back_and_ends_bit_exact(tmp_path: Path) -> None:
+    """SIGKILL the moment a checkpoint's temporary file appears (the write in progress); if the
+    poll misses every write, the kill still lands at a random point of the run."""
+    suite = tmp_path / "every_run.toml"
+    suite.write_text(
+        write_suite(tmp_path, "serial")
+        .read_text()
+        .replace("checkpoint_every = 2", "checkpoint_every = 1")
+    )
+    reference = run_to_end(suite, tmp_path / "reference")
+    results = tmp_path / "killed"
+    proc = cli(suite, "--results-dir", str(results))
+    deadline = time.monotonic() + TIMEOUT_S
+    hit = False
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(results.glob("*/smoke-*/checkpoints/*/seed0/.run*.tmp")):
+            hit = True
+            break
+        if len(list(results.glob("*/smoke-*/checkpoints/*/seed0/run*.npz"))) >= 2 and list(
+            results.glob("*/smoke-*/checkpoints/*/seed0/run00001[01].npz")
+        ):
+            break  # near the end: kill anyway, mid-run
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    folder = only_folder(results)
+    finish(cli(suite, "--resume", str(folder)))
+    assert_same_result(folder, reference)
+    print(f"killed during a checkpoint write: {hit}")
