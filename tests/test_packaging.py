@@ -95,6 +95,7 @@ def test_wheel_installs_and_runs_from_any_directory(tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     script = str(venv / "bin" / "dmaml-bench")
+    assert _run([script, "--help"], cwd=elsewhere).stdout.startswith("usage: dmaml-bench ")
     listed = _run([script, "list"], cwd=elsewhere)
     assert "main" in listed.stdout and "time_measurement" in listed.stdout
     run = _run([script, "run", "main", "--scale", "smoke", "--quiet"], cwd=elsewhere)
