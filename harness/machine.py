@@ -123,8 +123,12 @@ def library_versions() -> dict[str, str]:
 
 
 def git_info(cwd: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the checkout; 'unknown' outside a git work tree."""
+    """Commit and dirty flag of the checkout; 'unknown' outside a git work tree. Without ``cwd``:
+    the checkout this package runs from, and only that: an installed wheel is 'unknown' even
+    when its environment happens to sit inside some other git work tree."""
     where = cwd or Path(__file__).resolve().parent.parent
+    if cwd is None and not (where / ".git").exists():  # a wheel in site-packages, not a checkout
+        return {"commit": "unknown", "dirty": None}
 
     def git(*args: str) -> str:
         return subprocess.run(
