@@ -81,21 +81,26 @@ def xla_state(flags: str | None) -> dict[str, Any]:
 
 @functools.cache
 def device_info() -> dict[str, Any]:
-    """What the numbers ran on, for every record: device kind and name, oneDNN and XLA state and
-    the CPU flags that decide TensorFlow's kernels. Cached: computed once per process (TensorFlow
-    reads these settings once at start-up too). Where TensorFlow is already imported, its own
-    answers (visible GPUs, oneDNN in force) replace the prediction from the environment."""
+    """What the numbers ran on, for every record: device kind and name (the GPU TensorFlow uses,
+    else the CPU model), oneDNN and XLA state and the CPU flags that decide TensorFlow's kernels.
+    Cached: computed once per process (TensorFlow reads these settings once at start-up too).
+    Where TensorFlow is already imported, its own answers (visible GPUs, oneDNN in force)
+    replace the prediction from the environment."""
     flags = cpu_flags()
     onednn = onednn_state(
         flags, os.environ.get("TF_ENABLE_ONEDNN_OPTS"), sys.platform.startswith("linux")
     )
+    from harness.measure import gpu_info  # the one module that talks to NVML
+
+    present = [str(d["name"]) for d in gpu_info().get("devices", [])]
     gpus: list[str] = []
     if "tensorflow" in sys.modules:
         import tensorflow as tf
 
-        for gpu in tf.config.list_physical_devices("GPU"):
+        for i, gpu in enumerate(tf.config.list_physical_devices("GPU")):
             details = tf.config.experimental.get_device_details(gpu)
-            gpus.append(str(details.get("device_name", gpu.name)))
+            nvml_name = present[i] if i < len(present) else gpu.name
+            gpus.append(str(details.get("device_name", nvml_name)))
         try:
             from tensorflow.python.util import _pywrap_util_port
 
@@ -105,7 +110,8 @@ def device_info() -> dict[str, Any]:
     return {
         "kind": "gpu" if gpus else "cpu",
         "name": gpus[0] if gpus else cpu_model(),
-        "gpus": gpus,
+        "gpus": gpus,  # the GPUs TensorFlow computes on
+        "gpus_present": present,  # NVML: GPUs in the machine, used or not (e.g. tensorflow-cpu)
         "onednn": onednn,
         "xla": xla_state(os.environ.get("TF_XLA_FLAGS")),
         "cpu_flags": {f: f in flags for f in REPORTED_CPU_FLAGS},
