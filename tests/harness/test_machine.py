@@ -53,6 +53,7 @@ def test_device_info_is_cached_and_complete() -> None:
     assert device_info() is info  # computed once per process
     assert info["kind"] in ("cpu", "gpu") and info["name"]
     assert set(info["cpu_flags"]) == {"avx2", "avx512f", "fma"}
+    assert isinstance(info["gpus"], list) and isinstance(info["gpus_present"], list)
     if os.path.exists("/proc/cpuinfo"):
         assert info["cpu_flags"]["avx2"] == ("avx2" in cpu_flags())
 
