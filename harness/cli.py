@@ -4,69 +4,161 @@ errors a user can fix print one line and exit non-zero, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+import tempfile
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from harness.store import RunFolder, StoreError, find_folders
-from harness.suite import SCALES, SuiteError, available, load_suite
+from harness.data_source import describe_data
+from harness.machine import git_info
+from harness.store import FolderLock, RunFolder, StoreError, find_folders, finished_case_seeds
+from harness.suite import (
+    SCALES,
+    Suite,
+    SuiteError,
+    available,
+    load_suite,
+    resolve,
+    signature_changes,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS = ROOT / "results" / "local"
+# relative, so under the WORKING directory: an installed package must not write into site-packages
+DEFAULT_RESULTS = Path("results") / "local"
+LIST_WIDTH = 100  # columns of `list`
+SUITES_HELP = (
+    "folder of suite .toml files, searched first (repeatable); then ./suites of the working "
+    "directory, then the suites shipped with the package"
+)
 DEFAULT_SUITE = "main"
+WIDE_HELP = "show every table column (default: fit the terminal tables into 100 columns)"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness import report
-    from harness.machine import machine_info
-    from harness.runner import run_suite, terminal_progress
-
-    suite = load_suite(args.suite, args.scale)
+    # Everything a user can get wrong is checked before TensorFlow is imported and before a
+    # results folder exists: the suite (domains included), the data, the folder's lock.
+    suite = load_suite(resolve(args.suite, args.suites), args.scale)
+    if args.worker_timeout is not None and not args.worker_timeout > 0:
+        raise SuiteError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
     if args.data_dir:
         if not Path(args.data_dir).is_dir():
             raise SuiteError(f"--data-dir {args.data_dir}: no such folder")
         os.environ["DMAML_DATA"] = str(Path(args.data_dir).resolve())
+    data = describe_data(suite, args.data_dir)
+    if args.dry_run:
+        print(
+            f"{suite.name} ({suite.scale}) is valid: {len(suite.cases)} case(s) x "
+            f"{len(suite.plan.seeds)} seed(s) x (1 warm-up + {suite.plan.runs}) runs; data: "
+            + "; ".join(d.get("path", d.get("source", "?")) for d in data)
+        )
+        return 0
     if args.ray_address:
         os.environ["RAY_ADDRESS"] = args.ray_address
     root = Path(args.results_dir)
     if args.resume:
-        folder = (
-            RunFolder(Path(args.resume))
-            if args.resume != "latest"
-            else RunFolder.latest(root, suite.name, suite.scale)
-        )
-        if folder is None:
-            raise StoreError(f"nothing to resume: no {suite.name}/{suite.scale}-* under {root}")
+        folder, lock, manifest = _resume_folder(args, suite, root)
+        if manifest is None:
+            lock.release()
+            return 0
+    else:
+        folder = RunFolder.create(root, suite.name, suite.scale)
+        lock = folder.lock()
+        manifest = _new_manifest(suite, data)
+    with lock:
+        return _run_locked(args, suite, folder, manifest)
+
+
+def _resume_folder(
+    args: argparse.Namespace, suite: Suite, root: Path
+) -> tuple[RunFolder, FolderLock, dict[str, Any] | None]:
+    """(folder, its lock, the manifest with a 'resumed' event), or a None manifest when every
+    case-seed is already complete. A refused or no-op resume never rewrites the manifest."""
+    folder = (
+        RunFolder(Path(args.resume))
+        if args.resume != "latest"
+        else RunFolder.latest(root, suite.name, suite.scale)
+    )
+    if folder is None:
+        raise StoreError(f"nothing to resume: no {suite.name}/{suite.scale}-* under {root}")
+    if not folder.path.is_dir():
+        raise StoreError(f"{folder.path}: no such folder; not a dmaml-bench results folder")
+    lock = folder.lock()
+    try:
         manifest = folder.manifest()
         if (manifest["suite"], manifest["scale"]) != (suite.name, suite.scale):
             raise StoreError(
                 f"{folder.path} holds {manifest['suite']}/{manifest['scale']}, "
                 f"not {suite.name}/{suite.scale}"
             )
-    else:
-        folder = RunFolder.create(root, suite.name, suite.scale)
-        manifest = {
-            "suite": suite.name,
-            "scale": suite.scale,
-            "description": suite.description,
-            "suite_file": str(suite.path),
-            "labels": list(suite.labels),
-            "baseline": suite.baseline,
-            "cases": [c.case_id for c in suite.cases],
-            "plan": {
-                "runs": suite.plan.runs,
-                "seeds": list(suite.plan.seeds),
-                "checkpoints": list(suite.plan.checkpoints),
-                "validation_tasks": suite.plan.validation_tasks,
-                "validation_steps": suite.plan.validation_steps,
-            },
-            "machine": machine_info(),
-            "started": _now(),
-            "status": "running",
-            "command": sys.argv,
-        }
+        changes = signature_changes(_stored_signature(manifest), suite.signature())
+        if changes:
+            raise StoreError(
+                f"{folder.path}: the suite's plan changed since these results were written "
+                f"({'; '.join(changes)}); start a new sweep (run without --resume) instead of "
+                "mixing them"
+            )
+        planned = {(c.case_id, seed) for c in suite.cases for seed in suite.plan.seeds}
+        if planned <= finished_case_seeds(folder.records()):
+            print(
+                f"nothing to resume: all {len(planned)} case-seed(s) in {folder.path} are complete"
+            )
+            return folder, lock, None
+    except BaseException:
+        lock.release()
+        raise
+    event = {"event": "resumed", "at": _now(), "command": sys.argv, "git": git_info()}
+    return folder, lock, {**manifest, "events": [*manifest.get("events", []), event]}
+
+
+def _stored_signature(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The plan a folder was started with; folders written before signatures existed carry the
+    plan and case ids only, and that is what they are compared on."""
+    if "signature" in manifest:
+        return dict(manifest["signature"])
+    plan = dict(manifest.get("plan", {}))
+    return {**plan, "baseline": manifest.get("baseline"), "cases": None}
+
+
+def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:
+    from harness.machine import machine_info
+
+    started = _now()
+    return {
+        "suite": suite.name,
+        "scale": suite.scale,
+        "description": suite.description,
+        "suite_file": str(suite.path),
+        "labels": list(suite.labels),
+        "baseline": suite.baseline,
+        "cases": [c.case_id for c in suite.cases],
+        "plan": {
+            "runs": suite.plan.runs,
+            "seeds": list(suite.plan.seeds),
+            "checkpoints": list(suite.plan.checkpoints),
+            "validation_tasks": suite.plan.validation_tasks,
+            "validation_steps": suite.plan.validation_steps,
+        },
+        "signature": suite.signature(),
+        "data": data,
+        "machine": machine_info(),
+        "started": started,
+        "status": "running",
+        "command": sys.argv,
+        "events": [{"event": "started", "at": started, "command": sys.argv}],
+    }
+
+
+def _run_locked(
+    args: argparse.Namespace, suite: Suite, folder: RunFolder, manifest: dict[str, Any]
+) -> int:
+    from harness import report
+    from harness.runner import run_suite, terminal_progress
+
     folder.write_manifest({**manifest, "status": "running"})
     print(
         f"{suite.name} ({suite.scale}): {len(suite.cases)} case(s) x "
@@ -80,15 +172,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         run_suite(suite, folder, None if args.quiet else terminal_progress)
         status = "complete"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
         if sys.stderr.isatty() and not args.quiet:
             sys.stderr.write("\n")
+        elapsed = time.perf_counter() - started
+        end = {"event": "ended", "at": _now(), "status": status, "elapsed_s": elapsed}
+        first = {} if "finished" in manifest else {"finished": end["at"], "elapsed_s": elapsed}
         folder.write_manifest(
             {
                 **manifest,
+                **first,
                 "status": status,
-                "finished": _now(),
-                "elapsed_s": time.perf_counter() - started,
+                "events": [*manifest.get("events", []), end],
             }
         )
         if status != "complete":
@@ -97,25 +195,70 @@ def cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     for results in report.load([folder]):
-        print(report.render(results, args.extrapolate))
+        print(report.render(results, args.extrapolate, wide=args.wide))
     print(f"\nresults stored in {folder.path} ({time.perf_counter() - started:.1f} s)")
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from harness import plan
+
+    suite = load_suite(resolve(args.suite, args.suites), args.scale)
+    describe_data(suite, args.data_dir)
+    if args.cores is not None and args.ray_nodes is not None:
+        raise SuiteError("give --cores or --ray-nodes, not both")
+    here = plan_cores()
+    if args.ray_nodes is not None:
+        if args.ray_nodes < 1:
+            raise SuiteError(f"--ray-nodes must be >= 1, got {args.ray_nodes}")
+        cores, label = args.ray_nodes * here, f"{args.ray_nodes} nodes"
+    else:
+        cores = args.cores if args.cores is not None else here
+        if cores < 1:
+            raise SuiteError(f"--cores must be >= 1, got {cores}")
+        label = f"{cores} cores"
+    if args.calibrate_runs < 1:
+        raise SuiteError(f"--calibrate-runs must be >= 1, got {args.calibrate_runs}")
+    roots = [Path(args.results_dir), *([Path(p) for p in args.history])]
+    estimates = plan.estimate(suite, cores, roots, args.calibrate_runs)
+    print(plan.render(suite, estimates, cores, label))
+    return 0
+
+
+def plan_cores() -> int:
+    from dmaml_core.backends.host import available_cores
+
+    return available_cores()
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    """Suites, their case counts per scale ('-': that scale does not load) and descriptions, in
+    LIST_WIDTH columns: a description is cut, with an ellipsis, only where it does not fit."""
     rows = []
-    for name in available():
-        counts = []
+    for name in available(args.suites):
+        path = resolve(name, args.suites)
+        counts, description = [], ""
         for scale in SCALES:
             try:
-                counts.append(str(len(load_suite(name, scale).cases)))
+                suite = load_suite(path, scale)
             except SuiteError:
                 counts.append("-")
-        description = load_suite(name, "smoke").description if counts[0] != "-" else ""
-        rows.append([name, *counts, description[:70]])
-    from tabulate import tabulate
-
-    print(tabulate(rows, ["suite", *[f"cases ({s})" for s in SCALES], "description"]))
+                continue
+            counts.append(str(len(suite.cases)))
+            description = description or " ".join(suite.description.split())
+        rows.append((name, counts, description))
+    name_w = max([len("suite"), *(len(name) for name, _, _ in rows)])
+    count_w = max(len(s) for s in SCALES)
+    text_w = LIST_WIDTH - name_w - 2 - len(SCALES) * (count_w + 2)
+    counts_w = len(SCALES) * (count_w + 2) - 2
+    print(f"{'':{name_w}}  {'cases per scale':^{counts_w}}".rstrip())
+    print("  ".join([f"{'suite':{name_w}}", *(f"{s:>{count_w}}" for s in SCALES), "description"]))
+    print("  ".join(["-" * name_w, *("-" * count_w for _ in SCALES), "-" * text_w]))
+    for name, counts, description in rows:
+        if len(description) > text_w:
+            description = description[: text_w - 1].rstrip() + "…"
+        cells = [f"{name:{name_w}}", *(f"{c:>{count_w}}" for c in counts), description]
+        print("  ".join(cells).rstrip())
     return 0
 
 
@@ -138,7 +281,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     for results in report.load(folders):
-        print(report.render(results, args.extrapolate))
+        print(report.render(results, args.extrapolate, wide=args.wide))
         written = report.write(results, out, args.extrapolate)
         print(f"\nwritten: {', '.join(str(p) for p in written)}\n")
     return 0
@@ -161,20 +304,28 @@ def _now() -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m harness",
+        # the console script and `python -m harness` are the same CLI; help names the one used
+        prog="dmaml-bench" if Path(sys.argv[0]).name == "dmaml-bench" else "python -m harness",
         description=(
             "dmaml-bench: run DMAML suites, report timings and accuracy, gate regressions."
         ),
     )
+    debug_help = "show the full traceback of an error instead of writing it to a log file"
+    p.add_argument("--debug", action="store_true", help=debug_help)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a suite (default: the sinusoid main job)")
+    run = sub.add_parser(
+        "run", parents=[common], help="run a suite (default: the sinusoid main job)"
+    )
     run.add_argument(
         "suite",
         nargs="?",
         default=DEFAULT_SUITE,
-        help=f"suite name under suites/ or a .toml path (default: {DEFAULT_SUITE})",
+        help=f"suite name (see `list`) or a .toml path (default: {DEFAULT_SUITE})",
     )
+    run.add_argument("--suites", action="append", default=[], metavar="DIR", help=SUITES_HELP)
     run.add_argument(
         "--scale",
         choices=SCALES,
@@ -191,7 +342,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--results-dir",
         default=str(DEFAULT_RESULTS),
-        help="where result folders go (default: results/local)",
+        help="where result folders go (default: ./results/local of the working directory)",
     )
     run.add_argument("--data-dir", help="folder with the dataset (sets DMAML_DATA)")
     run.add_argument(
@@ -207,23 +358,85 @@ def parser() -> argparse.ArgumentParser:
         help="extrapolate wall time to N runs (default 1000)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the suite and its data, print the plan, run nothing and write nothing",
+    )
+    run.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    run.add_argument(
+        "--worker-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail a run whose workers take longer than this (overrides the suite's "
+        "worker_timeout_s; default: scaled from the warm-up run)",
+    )
     run.set_defaults(func=cmd_run)
 
-    lst = sub.add_parser("list", help="list the suites and their case counts per scale")
+    pln = sub.add_parser(
+        "plan",
+        parents=[common],
+        help="estimate wall time and peak memory of a suite before running it",
+    )
+    pln.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help="suite name or .toml path")
+    pln.add_argument("--scale", choices=SCALES, default="quick")
+    pln.add_argument("--suites", action="append", default=[], metavar="DIR", help=SUITES_HELP)
+    pln.add_argument(
+        "--cores", type=int, help="project for this many cores (default: this machine's)"
+    )
+    pln.add_argument(
+        "--ray-nodes",
+        type=int,
+        metavar="N",
+        help="project for a Ray cluster of N nodes like this machine",
+    )
+    pln.add_argument(
+        "--calibrate-runs",
+        type=int,
+        default=2,
+        metavar="K",
+        help="timed runs per case where no earlier records exist (default 2)",
+    )
+    pln.add_argument(
+        "--results-dir",
+        default=str(DEFAULT_RESULTS),
+        help="earlier results of the same cases are used instead of calibrating",
+    )
+    pln.add_argument(
+        "--history",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="more folders of earlier results (repeatable), e.g. results/runs",
+    )
+    pln.add_argument("--data-dir", help="folder with the dataset (as for run)")
+    pln.set_defaults(func=cmd_plan)
+
+    lst = sub.add_parser(
+        "list", parents=[common], help="list the suites and their case counts per scale"
+    )
+    lst.add_argument("--suites", action="append", default=[], metavar="DIR", help=SUITES_HELP)
     lst.set_defaults(func=cmd_list)
 
-    rep = sub.add_parser("report", help="tables and plots from stored results")
+    rep = sub.add_parser("report", parents=[common], help="tables and plots from stored results")
     rep.add_argument("paths", nargs="*", help="result folders (default: latest per suite/scale)")
-    rep.add_argument("--results-dir", default=str(DEFAULT_RESULTS))
+    rep.add_argument(
+        "--results-dir",
+        default=str(DEFAULT_RESULTS),
+        help="where result folders are (default: ./results/local)",
+    )
     rep.add_argument(
         "--out",
         default=str(DEFAULT_RESULTS / "reports"),
-        help="folder for the Markdown, CSV, JSON and PNG files",
+        help="folder for the Markdown, CSV, JSON and PNG files (default: ./results/local/reports)",
     )
     rep.add_argument("--extrapolate", type=int, default=1000, metavar="N")
+    rep.add_argument("--wide", action="store_true", help=WIDE_HELP)
     rep.set_defaults(func=cmd_report)
 
-    chk = sub.add_parser("check", help="throughput regression gate against a committed baseline")
+    chk = sub.add_parser(
+        "check", parents=[common], help="throughput regression gate against a committed baseline"
+    )
     chk.add_argument("--baseline", default=str(ROOT / "results" / "baselines" / "throughput.json"))
     chk.add_argument(
         "--threshold",
@@ -242,15 +455,68 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one error boundary: an expected failure is one line on stderr and exit 2 (bad input,
+    data, files, cluster) or 1 (a run that failed); the traceback goes to a log file the line
+    names, or to the terminal with ``--debug``."""
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SuiteError, StoreError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted; completed results are on disk (use --resume)", file=sys.stderr)
         return 130
-    except RuntimeError as err:  # a worker crash or hang (CaseFailed, WorkerError)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:  # every failure ends here, as one line
+        code, message = describe_failure(err)
+        if args.debug:
+            traceback.print_exc()
+            print(f"error: {message}", file=sys.stderr)
+        else:
+            log = write_error_log()
+            where = f" (traceback in {log})" if log else ""
+            print(f"error: {message}{where}", file=sys.stderr)
+        return code
+
+
+def describe_failure(err: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for a failure; unknown exceptions are internal errors."""
+    # by class name: importing the backends here would import TensorFlow on every error path
+    names = {cls.__name__ for cls in type(err).__mro__}
+    text = " ".join(str(err).split())  # one line, whatever the message's layout
+    if isinstance(err, (SuiteError, StoreError)):
+        return 2, text
+    if isinstance(err, OSError):  # dataset not found, permissions, disk full, a folder for a file
+        if err.errno == errno.ENOSPC:
+            return 2, f"no space left on the device{_filename(err)}; completed records are kept"
+        if err.strerror and not isinstance(err, FileNotFoundError | TimeoutError):
+            return 2, f"{err.strerror}{_filename(err)}"
+        return 2, text or type(err).__name__
+    if isinstance(err, ValueError):  # bad values, corrupt files (their messages name the file)
+        return 2, text
+    if "BackendConnectionError" in names:  # a cluster that cannot be reached: fix and rerun
+        return 2, text
+    if names & {"WorkerError", "CaseFailed"}:  # a run that failed: results so far are kept
+        return 1, text
+    if isinstance(err, RuntimeError):
+        return 1, text
+    return 1, f"internal error ({type(err).__name__}: {text}); please report it"
+
+
+def _filename(err: OSError) -> str:
+    return f": {err.filename}" if err.filename else ""
+
+
+def write_error_log() -> Path | None:
+    """Write the current exception's traceback to a log file; its path, or None if no folder
+    could take it (the one-line message is printed either way)."""
+    from dmaml_core.tasks.omniglot import user_cache_dir
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    text = f"{' '.join(sys.argv)}\n\n{traceback.format_exc()}"
+    for folder in (user_cache_dir("logs"), Path(tempfile.gettempdir()) / "dmaml-bench"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"error-{stamp}-{os.getpid()}.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None

@@ -92,9 +92,9 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
             raise StoreError(f"{path}:{number}: not a JSON record") from None
         if not isinstance(record, dict):
             raise StoreError(f"{path}:{number}: a record must be a JSON object, got {record!r:.40}")
+        _check_schema(record, path)
         if not isinstance(record.get("kind"), str):
             raise StoreError(f"{path}:{number}: record without a 'kind' field")
-        _check_schema(record, path)
         yield _restore(record)
 
 

@@ -11,13 +11,21 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+# The suites shipped with dmaml-bench: inside the package when installed from a wheel or sdist
+# (setup.py maps them there), else the checkout's suites/ folder they are built from.
+_PACKAGED_SUITES = Path(__file__).resolve().parent / "suites"
+SUITES_DIR = (
+    _PACKAGED_SUITES
+    if _PACKAGED_SUITES.is_dir()
+    else Path(__file__).resolve().parent.parent / "suites"
+)
 SCALES = ("smoke", "quick", "paper")
 
 
@@ -93,6 +101,31 @@ MINIMUM = {
     "threads": 0,
 }
 POSITIVE = ("alpha", "beta", "g")
+# Sane upper bounds: a typo such as ``workers = 1000000`` should fail in a second, not build a
+# million workers. Values above them are refused unless DMAML_BENCH_NO_LIMITS=1 is set.
+MAXIMUM = {
+    "workers": 4096,
+    "processes": 1024,
+    "threads": 1024,
+    "epochs": 100_000,
+    "tasks": 100_000,
+    "inner_steps": 1_000,
+    "runs": 10_000_000,
+    "validation_tasks": 1_000_000,
+    "validation_steps": 1_000,
+}
+NO_LIMITS_ENV = "DMAML_BENCH_NO_LIMITS"
+
+
+def _check_maximum(path: Path, where: str, key: str, value: Any) -> None:
+    limit = MAXIMUM.get(key)
+    if limit is not None and value > limit and os.environ.get(NO_LIMITS_ENV) != "1":
+        raise _fail(
+            path,
+            where,
+            f"{key} = {value!r} is above the sane limit {limit:,}; if you really mean it, "
+            f"set {NO_LIMITS_ENV}=1",
+        )
 
 
 @dataclass(frozen=True)
@@ -104,6 +137,9 @@ class RunPlan:
     checkpoints: tuple[int, ...]  # validate after this many completed runs (0 = before training)
     validation_tasks: int
     validation_steps: int
+    # exact checkpoint of the trained state every K runs; 0 = adaptive, so that checkpoints cost
+    # at most 2% of the run time (harness/checkpoint.py); always at validations and at the end
+    checkpoint_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -119,6 +155,38 @@ class Suite:
 
     def baseline_case(self) -> Case:
         return next(c for c in self.cases if c.case_id == self.baseline)
+
+    def signature(self) -> dict[str, Any]:
+        """Everything that shapes the records of this suite at this scale: the run plan and
+        every case's configuration. ``--resume`` refuses a suite whose signature changed."""
+        plan = {k: v for k, v in asdict(self.plan).items() if k not in NOT_IN_SIGNATURE}
+        return {
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()},
+            "baseline": self.baseline,
+            "cases": {c.case_id: c.config_hash() for c in self.cases},
+        }
+
+
+# Plan fields that change how a run is watched, not what it records: a resume may change them.
+NOT_IN_SIGNATURE = frozenset({"worker_timeout_s", "checkpoint_every"})
+
+
+def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two ``Suite.signature()`` dicts (empty: same plan)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key == "cases":
+            continue
+        if old.get(key) != new.get(key):
+            changes.append(f"{key} {old.get(key, 'unset')!r} -> {new.get(key, 'unset')!r}")
+    old_cases, new_cases = old.get("cases", {}), new.get("cases", {})
+    added = sorted(set(new_cases) - set(old_cases))
+    removed = sorted(set(old_cases) - set(new_cases))
+    changed = sorted(c for c in set(old_cases) & set(new_cases) if old_cases[c] != new_cases[c])
+    for what, ids in (("added", added), ("removed", removed), ("changed", changed)):
+        if ids:
+            changes.append(f"case(s) {what}: {', '.join(ids)}")
+    return changes
 
 
 def _fail(path: Path, where: str, message: str) -> SuiteError:
@@ -157,6 +225,7 @@ def _check_value(path: Path, where: str, key: str, raw: Any) -> Any:
         raise _fail(path, where, f"{key} = {value!r} is not one of {accepted}")
     if key in MINIMUM and value < MINIMUM[key]:
         raise _fail(path, where, f"{key} must be >= {MINIMUM[key]}, got {value!r}")
+    _check_maximum(path, where, key, value)
     if key in POSITIVE and not value > 0:
         raise _fail(path, where, f"{key} must be > 0, got {value!r}")
     if key == "g" and value > 1:
@@ -219,7 +288,9 @@ def _int_list(
     return tuple(value)
 
 
-PLAN_FIELDS = ("runs", "seeds", "checkpoints", "validation_tasks", "validation_steps")
+PLAN_FIELDS = (
+    "runs", "seeds", "checkpoints", "validation_tasks", "validation_steps", "checkpoint_every",
+)  # fmt: skip
 SCALE_FIELDS = (*PLAN_FIELDS, "sweep", "base", "domain_params")
 TOP_FIELDS = (
     "name", "description", "baseline", "labels", "domain", "base", "sweep", "variants", "run",
@@ -235,6 +306,7 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
     runs = run["runs"]
     if type(runs) is not int or runs < 1:
         raise _fail(path, f"scales.{scale}.runs", f"must be an integer >= 1, got {runs!r}")
+    _check_maximum(path, f"scales.{scale}.runs", "runs", runs)
     checkpoints = _int_list(
         path, f"scales.{scale}.checkpoints", run.get("checkpoints", [0]), 0, empty=True
     )
@@ -251,12 +323,30 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
     for key, value in (("validation_tasks", v_tasks), ("validation_steps", v_steps)):
         if type(value) is not int or value < 1:
             raise _fail(path, f"scales.{scale}.{key}", f"must be an integer >= 1, got {value!r}")
+        _check_maximum(path, f"scales.{scale}.{key}", key, value)
+    seeds = _int_list(path, f"scales.{scale}.seeds", run["seeds"], 0)
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise _fail(
+            path,
+            f"scales.{scale}.seeds",
+            f"seed(s) {', '.join(map(str, repeated))} listed twice; each seed must be distinct "
+            "(a repeated seed would count the same runs twice)",
+        )
+    every = run.get("checkpoint_every", 0)
+    if type(every) is not int or every < 0:
+        raise _fail(
+            path,
+            f"scales.{scale}.checkpoint_every",
+            f"must be an integer >= 0 (0 = adaptive), got {every!r}",
+        )
     return RunPlan(
         runs,
-        _int_list(path, f"scales.{scale}.seeds", run["seeds"], 0),
+        seeds,
         tuple(sorted(set(checkpoints))),
         v_tasks,
         v_steps,
+        every,
     )
 
 
@@ -266,9 +356,15 @@ def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
     if scale not in SCALES:
         raise SuiteError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
-        raise SuiteError(f"{path.name}: not valid TOML: {err}") from None
+        raise SuiteError(f"{path}: not valid TOML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SuiteError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); TOML suites must be UTF-8"
+        ) from None
+    except OSError as err:
+        raise SuiteError(f"{path}: cannot read the suite file ({err.strerror})") from None
     _check_fields(path, "top level", data, TOP_FIELDS)
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data[key]:
@@ -315,6 +411,7 @@ def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
     labels = data.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise _fail(path, "labels", "must be a list of strings")
+    _check_domains(path, scale, cases)
     return Suite(
         name=data["name"],
         description=data["description"],
@@ -327,16 +424,60 @@ def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
     )
 
 
-def resolve(source: str | Path) -> Path:
+def _check_domains(path: Path, scale: str, cases: list[Case]) -> None:
+    """Build every case's domain (frozen dataclasses, no TensorFlow) so that a bad domain
+    parameter fails now, naming the suite file, not after a results folder was made."""
+    from dmaml_core.tasks import make_domain  # no TensorFlow import: domains load models lazily
+
+    seen: set[str] = set()
+    for case in cases:
+        key = json.dumps([case.domain, case.params()], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            try:
+                make_domain(case.domain, **case.params())
+            except ValueError as err:
+                raise _fail(path, f"domain (scale {scale})", str(err)) from None
+        if case.mode == "task_parallel" and case.tasks < case.workers:
+            raise _fail(
+                path,
+                f"case {case.case_id}",
+                f"task_parallel mode splits tasks = {case.tasks} over workers = {case.workers}: "
+                "needs tasks >= workers",
+            )
+
+
+def search_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
+    """Folders a suite *name* is looked up in, first match wins: ``extra`` (``--suites DIR``),
+    then ``./suites`` of the working directory when it exists (a checkout, or a user's own
+    suites), then the suites shipped with the package, so an installed ``dmaml-bench`` finds
+    them from any directory."""
+    for folder in extra:
+        if not Path(folder).is_dir():
+            raise SuiteError(f"--suites {folder}: no such folder (a folder of suite .toml files)")
+    found: list[Path] = []
+    for folder in [*map(Path, extra), Path.cwd() / "suites", SUITES_DIR]:
+        if folder.is_dir() and all(folder.resolve() != f.resolve() for f in found):
+            found.append(folder)
+    return found
+
+
+def resolve(source: str | Path, extra: Sequence[str | Path] = ()) -> Path:
+    """The file of a suite given as a .toml path or a name in ``search_dirs(extra)``."""
     path = Path(source)
     if path.suffix == ".toml" and path.exists():
         return path
-    named = SUITES_DIR / f"{source}.toml"
-    if named.exists():
-        return named
-    known = ", ".join(available())
-    raise SuiteError(f"no suite {str(source)!r}: not a .toml file, nor one of: {known}")
+    for folder in search_dirs(extra):
+        named = folder / f"{source}.toml"
+        if named.is_file():
+            return named
+    known = ", ".join(available(extra))
+    where = ", ".join(str(f) for f in search_dirs(extra))
+    raise SuiteError(
+        f"no suite {str(source)!r}: not a .toml file, nor one of: {known} (searched {where})"
+    )
 
 
-def available() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+def available(extra: Sequence[str | Path] = ()) -> list[str]:
+    """Suite names in ``search_dirs(extra)``."""
+    return sorted({p.stem for folder in search_dirs(extra) for p in folder.glob("*.toml")})

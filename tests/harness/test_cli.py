@@ -25,7 +25,7 @@ def test_run_then_report(tiny_suite: Path, tmp_path: Path) -> None:
     results = tmp_path / "results"
     run = harness("run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(results))
     assert run.returncode == 0, run.stderr
-    assert "Seconds per run (warm-up excluded" in run.stdout
+    assert "Seconds per run (warm-up and diverged runs excluded" in run.stdout
     assert "EXTRAPOLATED" in run.stdout
     assert f"results stored in {results}" in run.stdout
     out = tmp_path / "reports"

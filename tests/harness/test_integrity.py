@@ -337,3 +337,29 @@ def test_suite_errors_come_fast_and_without_tensorflow(tiny_suite: Path) -> None
     code, imported, _seconds = result.stdout.split()
     assert (code, imported) == ("2", "False"), result.stderr
     assert "tasks must be float" not in result.stderr and "tasks" in result.stderr
+
+
+@pytest.mark.integration
+def test_disk_full_is_one_line_and_keeps_what_was_written(tiny_suite: Path, tmp_path: Path) -> None:
+    """A real full disk: a 40 KiB tmpfs (needs root's mount; skipped where it is refused)."""
+    import subprocess
+    import sys
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mount)],
+                      capture_output=True, check=False).returncode:  # fmt: skip
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "harness", "run", str(tiny_suite), "--scale", "smoke",
+             "--results-dir", str(mount), "--quiet"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1].startswith("error: no space left on the device")
+        (records,) = mount.glob("tiny/*/records.jsonl")
+        assert records.read_bytes().count(b"\n") >= 1  # what was complete is still there
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

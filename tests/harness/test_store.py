@@ -23,12 +23,12 @@ def test_append_and_read_back_keep_nan_and_inf(tmp_path: Path) -> None:
 
 def test_torn_last_line_is_skipped_and_repaired(tmp_path: Path) -> None:
     folder = RunFolder.create(tmp_path, "s", "smoke")
-    folder.append({"n": 1})
+    folder.append({"kind": "run", "n": 1})
     with folder.records_path.open("a") as handle:
         handle.write('{"n": 2, "sch')  # a write cut off by kill -9
     assert [r["n"] for r in folder.records()] == [1]
     folder.repair_tail()
-    folder.append({"n": 3})
+    folder.append({"kind": "run", "n": 3})
     assert [r["n"] for r in folder.records()] == [1, 3]
 
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from harness.store import RunFolder
 folder = RunFolder(Path(sys.argv[1]))
 for i in itertools.count():
-    folder.append({"n": i, "payload": "x" * 5000})
+    folder.append({"kind": "run", "n": i, "payload": "x" * 5000})
 """
 
 
