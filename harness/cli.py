@@ -4,6 +4,7 @@ errors a user can fix print one line and exit non-zero, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
@@ -43,8 +44,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before TensorFlow is imported and before a
     # results folder exists: the suite (domains included), the data, the folder's lock.
     suite = load_suite(resolve(args.suite, args.suites), args.scale)
-    if args.worker_timeout is not None and not args.worker_timeout > 0:
-        raise SuiteError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
+    if args.worker_timeout is not None:
+        if not args.worker_timeout > 0:
+            raise SuiteError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
+        plan = dataclasses.replace(suite.plan, worker_timeout_s=args.worker_timeout)
+        suite = dataclasses.replace(suite, plan=plan)
     if args.data_dir:
         if not Path(args.data_dir).is_dir():
             raise SuiteError(f"--data-dir {args.data_dir}: no such folder")

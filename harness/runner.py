@@ -50,8 +50,10 @@ class CaseFailed(RuntimeError):
     """A case could not run (worker crash, hang, bad parameters); completed records are kept."""
 
 
-def make_backend(case: Case, config: WorkerConfig) -> Backend:
+def make_backend(case: Case, config: WorkerConfig, timeout_s: float | None = None) -> Backend:
     options: dict[str, Any] = {}
+    if case.backend != "serial" and timeout_s is not None:
+        options["timeout_s"] = timeout_s
     if case.backend == "processes" and case.processes:
         options["processes"] = case.processes
     if case.backend != "serial" and case.threads:
@@ -59,8 +61,11 @@ def make_backend(case: Case, config: WorkerConfig) -> Backend:
     return backends.make_backend(case.backend, config, case.workers, **options)
 
 
-def build(case: Case, seed: int) -> tuple[Any, WorkerConfig, Backend]:
-    """(learner, worker config, backend) for one case and seed."""
+def build(
+    case: Case, seed: int, timeout_s: float | None = None
+) -> tuple[Any, WorkerConfig, Backend]:
+    """(learner, worker config, backend) for one case and seed; ``timeout_s`` is the per-run
+    worker limit (None: the backend scales it from the measured runs)."""
     domain = make_domain(case.domain, **case.params())
     maml = MamlConfig(
         alpha=case.alpha,
@@ -72,7 +77,7 @@ def build(case: Case, seed: int) -> tuple[Any, WorkerConfig, Backend]:
         jit_compile=case.jit_compile,
     )
     config = WorkerConfig(domain, maml, epochs=case.epochs, tasks_per_step=case.tasks, seed=seed)
-    backend = make_backend(case, config)
+    backend = make_backend(case, config, timeout_s)
     theta = domain.model().init(seed)
     learner: CentralLearner | TaskParallelLearner
     if case.mode == "task_parallel":
@@ -157,7 +162,7 @@ def run_case_seed(
     plan = suite.plan
     compiled_maml.cache_clear()  # every case-seed pays its own tracing in its warm-up run
     started = time.perf_counter()
-    learner, config, backend = build(case, seed)
+    learner, config, backend = build(case, seed, plan.worker_timeout_s)
     meter = RunMeter()
     store = CheckpointStore(checkpoint_dir(folder.path, case.case_id, seed))
     schedule = CheckpointSchedule(plan.checkpoint_every)
@@ -206,7 +211,8 @@ def run_case_seed(
                 record = learner.run()
             fields = run_fields(case, record, meter)
             folder.append({**base, "kind": "run", "run_index": done, "warmup": done == 0, **fields})
-            schedule.ran(fields["wall_s"])
+            if done > 0:  # the budget is a share of the timed runs, not of the warm-up
+                schedule.ran(fields["wall_s"])
             progress(
                 f"{case.case_id} seed {seed}: run {done + 1}/{total} "
                 f"{fields['wall_s'] * 1e3:.1f} ms"

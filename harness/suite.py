@@ -140,6 +140,8 @@ class RunPlan:
     # exact checkpoint of the trained state every K runs; 0 = adaptive, so that checkpoints cost
     # at most 2% of the run time (harness/checkpoint.py); always at validations and at the end
     checkpoint_every: int = 0
+    # per-run limit on the workers (processes/ray); None = scaled from the measured runs
+    worker_timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ def _int_list(
 
 PLAN_FIELDS = (
     "runs", "seeds", "checkpoints", "validation_tasks", "validation_steps", "checkpoint_every",
+    "worker_timeout_s",
 )  # fmt: skip
 SCALE_FIELDS = (*PLAN_FIELDS, "sweep", "base", "domain_params")
 TOP_FIELDS = (
@@ -340,6 +343,13 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
             f"scales.{scale}.checkpoint_every",
             f"must be an integer >= 0 (0 = adaptive), got {every!r}",
         )
+    timeout = run.get("worker_timeout_s")
+    if timeout is not None and (type(timeout) not in (int, float) or not timeout > 0):
+        raise _fail(
+            path,
+            f"scales.{scale}.worker_timeout_s",
+            f"must be a number of seconds > 0, got {timeout!r}",
+        )
     return RunPlan(
         runs,
         seeds,
@@ -347,6 +357,7 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
         v_tasks,
         v_steps,
         every,
+        None if timeout is None else float(timeout),
     )
 
 

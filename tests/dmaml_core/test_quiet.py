@@ -24,7 +24,7 @@ def python(args: list[str], cwd: Path, level: str | None) -> subprocess.Complete
 
 def test_stderr_captured_hides_what_c_code_writes_to_fd_2(tmp_path: Path) -> None:
     code = (
-        "import os; from harness.__main__ import stderr_captured\n"
+        "import os; from dmaml_core.quiet import stderr_captured\n"
         "with stderr_captured() as sink:\n"
         "    os.write(2, b'hidden')\n"
         "    sink.seek(0); print(sink.read().decode())\n"
@@ -39,7 +39,7 @@ def test_quiet_unless_the_user_asks_for_everything(
     tmp_path: Path, level: str | None, hooked: bool
 ) -> None:
     code = (
-        "import os, sys; from harness.__main__ import quiet_startup; quiet_startup()\n"
+        "import os, sys; from dmaml_core.quiet import quiet_startup; quiet_startup()\n"
         "print(os.environ['TF_CPP_MIN_LOG_LEVEL'],"
         " any(type(f).__name__ == '_QuietTensorFlowFinder' for f in sys.meta_path))\n"
     )
@@ -48,11 +48,31 @@ def test_quiet_unless_the_user_asks_for_everything(
     assert out.stdout.split() == [level or "2", str(hooked)]
 
 
+SUITE = """
+name = "quiet"
+description = "two processes, to hear whether the workers greet"
+[domain]
+name = "sinusoid"
+[base]
+tasks = 4
+workers = 2
+backend = "{backend}"
+[scales.smoke]
+runs = 2
+seeds = [0]
+checkpoints = [0]
+validation_tasks = 4
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.integration
-def test_run_starts_quietly(tiny_suite: Path, tmp_path: Path) -> None:
-    args = ["run", str(tiny_suite), "--scale", "smoke", "--quiet", "--results-dir", str(tmp_path)]
+@pytest.mark.parametrize("backend", ["serial", "processes"])
+def test_run_starts_quietly_in_the_driver_and_the_workers(tmp_path: Path, backend: str) -> None:
+    suite = tmp_path / "quiet.toml"
+    suite.write_text(SUITE.format(backend=backend))
+    args = ["run", str(suite), "--scale", "smoke", "--quiet", "--results-dir", str(tmp_path)]
     out = python(["-m", "harness", *args], tmp_path, None)
     assert out.returncode == 0, out.stderr[-2000:]
     assert not [g for g in GREETING if g in out.stderr], out.stderr[:2000]
-    assert out.stdout.startswith("tiny (smoke)")
+    assert out.stdout.startswith("quiet (smoke)")

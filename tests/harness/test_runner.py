@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner import run_suite
+from harness.runner import build, run_suite
 from harness.store import RunFolder, StoreError
 from harness.suite import load_suite
 
@@ -78,3 +78,22 @@ def test_divergence_is_recorded_not_a_crash(tiny_suite: Path, tmp_path: Path) ->
     runs = [r for r in records if r["kind"] == "run" and r["diverged"]]
     assert runs and all(not math.isfinite(r["loss_sum"]) for r in runs)
     assert kinds(records).count("case_end") == 4  # every case-seed still finishes cleanly
+
+
+@pytest.mark.integration
+def test_worker_timeout_reaches_the_backend(tiny_suite: Path) -> None:
+    """``worker_timeout_s`` (suite field, or ``--worker-timeout``) fixes the backend's per-run
+    limit; without it the backend scales the limit from the measured runs."""
+    text = tiny_suite.read_text().replace("tasks = 4", 'tasks = 4\nbackend = "processes"')
+    tiny_suite.write_text(
+        text.replace("validation_tasks = 8", "validation_tasks = 8\nworker_timeout_s = 7")
+    )
+    suite = load_suite(tiny_suite, "smoke")
+    assert suite.plan.worker_timeout_s == 7.0
+    case = suite.cases[0]
+    for timeout, expected in ((suite.plan.worker_timeout_s, 7.0), (None, None)):
+        _, _, backend = build(case, 0, timeout)
+        try:
+            assert backend.limits.fixed_s == expected  # type: ignore[attr-defined]
+        finally:
+            backend.close()
