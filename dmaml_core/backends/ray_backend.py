@@ -5,7 +5,11 @@ local single-node cluster or on an existing (multi-machine) cluster.
   connects to a running cluster; otherwise a local one is started with ``num_cpus`` CPUs (default:
   this machine's cores). If Ray is already initialised in this driver (e.g. a test fixture), that
   connection is used as is. ``close()`` shuts down only what this backend started: its actors
-  always, and the Ray connection/local cluster only if it opened it.
+  always, and the Ray connection/local cluster only if it opened it. Joining a cluster gives up
+  after ``connect_timeout_s`` (30 s) with one line (``BackendConnectionError``, see ``connect``).
+- **Driver death**: a local cluster's GCS and raylet share the driver's fate (Ray starts them so),
+  and the actors follow within ~2.5 s of a kill -9 (measured); Ray's two agents linger ~61 s,
+  a fixed timeout inside Ray. A normal exit shuts the cluster down (Ray's atexit hook).
 - **Actors**: P = min(W, ``actors`` or the cluster's CPUs); each reserves one CPU and pins
   TensorFlow to ``threads_per_process`` threads (default ``max(1, CPUs // P)``). Ray places them
   as its resources allow.
@@ -25,21 +29,30 @@ actor's in-actor time, which also counts the delivery of theta (flagged by
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any, NoReturn
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
-from dmaml_core.backends.base import BackendRun, WorkerError
+from dmaml_core.backends.base import BackendConnectionError, BackendRun, WorkerError
 from dmaml_core.backends.host import (
+    WARMUP_TIMEOUT_S,
     HostFailure,
     HostReport,
     InjectedFault,
+    RunTimeout,
     WorkerHost,
     assign_workers,
     check_backend_options,
+    check_scale,
     describe_host,
     failure_message,
     merged_results,
@@ -49,8 +62,129 @@ from dmaml_core.backends.host import (
 from dmaml_core.models import NumpyWeights
 from dmaml_core.worker import GradientResult, WorkerConfig, WorkerResult
 
-DEFAULT_TIMEOUT_S = 600.0  # per run; generous because the first run also traces the step
+# Without ``timeout_s`` the per-run limit follows the measured runs (``RunTimeout``); this is the
+# limit of the first, tracing run of each kind and of requests that are not runs (state transfer).
+DEFAULT_TIMEOUT_S = WARMUP_TIMEOUT_S
 DEFAULT_START_TIMEOUT_S = 180.0  # actor process start + TensorFlow import + building the workers
+DEFAULT_CONNECT_TIMEOUT_S = 30.0  # finding and joining an existing cluster
+# Ray documents these for clusters started with RAY_AUTH_MODE=token (ray.exceptions.
+# AuthenticationError): the token itself, or a file holding it (default ~/.ray/auth_token).
+_AUTH_HINT = (
+    "it uses token authentication and no valid token was given: set RAY_AUTH_TOKEN (or "
+    "RAY_AUTH_TOKEN_PATH, or put the token in ~/.ray/auth_token) to the cluster's token"
+)
+_AUTH_MARKERS = ("Unauthenticated", "InvalidAuthToken", "AuthenticationError")
+# Joins the cluster in a child process that can be killed at the deadline: ray.init itself
+# retries an unreachable address for 10+ minutes and cannot be interrupted.
+_PROBE = "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); ray.shutdown()"
+_verified: set[str] = set()  # addresses a probe has joined in this driver: not probed again
+
+
+def default_log_path() -> Path:
+    """Where Ray's own output from joining a cluster goes (one file per driver process)."""
+    return Path(tempfile.gettempdir()) / "dmaml-bench" / f"ray-connect-{os.getpid()}.log"
+
+
+def connect(
+    address: str,
+    timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    log_path: Path | None = None,
+) -> None:
+    """Join the Ray cluster at ``address`` ("host:port", "auto", "ray://...") within
+    ``timeout_s``, or raise ``BackendConnectionError`` with one line: what failed, where, and
+    what to try. Ray's own output (its C++ connection retries) goes to ``log_path``, named in the
+    error.
+
+    ``ray.init`` alone retries an unreachable address for more than ten minutes and prints
+    C++ warnings and a traceback, so: resolve the address (``auto`` finds no cluster at once), try
+    a plain TCP connection (nothing listening fails at once), then join from a child process
+    that is killed at the deadline (and whose output shows a token-auth refusal within a second),
+    and only then call ``ray.init`` here, on an address known to answer.
+    """
+    log = log_path or default_log_path()
+    deadline = time.monotonic() + timeout_s
+    where, resolved = address, address
+    if not address.startswith("ray://"):
+        from ray._private.services import canonicalize_bootstrap_address_or_die
+
+        try:
+            resolved = canonicalize_bootstrap_address_or_die(address)
+        except (ConnectionError, ValueError) as err:
+            first = str(err).split(". ")[0].rstrip(".")
+            raise BackendConnectionError(
+                f"ray: no cluster found for address {address!r} ({first}); start one with "
+                "`ray start --head` or give its HOST:PORT (--ray-address / RAY_ADDRESS)"
+            ) from None
+        where = address if resolved == address else f"{address} ({resolved})"
+        host, _, port = resolved.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), min(5.0, timeout_s)).close()
+        except (OSError, ValueError) as err:
+            reason = "connection refused" if isinstance(err, ConnectionRefusedError) else err
+            raise BackendConnectionError(
+                f"ray: nothing answers at {where} ({reason}); is a cluster running there? "
+                f"check with `ray status --address {resolved}`"
+            ) from None
+    if resolved not in _verified:
+        _probe(resolved, where, deadline, timeout_s, log)
+        _verified.add(resolved)
+    try:
+        ray.init(address=resolved, log_to_driver=False, logging_level=logging.WARNING)
+    except Exception as err:  # a race with the probe: the cluster went away in between
+        _verified.discard(resolved)
+        text = " ".join(str(err).split())[:300]
+        raise BackendConnectionError(
+            f"ray: could not join the cluster at {where} ({type(err).__name__}: {text}); "
+            f"check with `ray status --address {resolved}`; Ray's output: {log}"
+        ) from None
+
+
+def _probe(address: str, where: str, deadline: float, timeout_s: float, log: Path) -> None:
+    """Join ``address`` from a child process, killed at ``deadline``; fail in one line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"--- joining the Ray cluster at {where}\n")
+        out.flush()
+        child = subprocess.Popen(
+            [sys.executable, "-c", _PROBE, address],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        start = out.tell()
+    try:
+        while (code := child.poll()) is None and time.monotonic() < deadline:
+            if _log_has(log, start, _AUTH_MARKERS):
+                break
+            time.sleep(0.2)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait(10)
+    if code == 0:
+        return
+    check = f"check with `ray status --address {address}`"
+    if _log_has(log, start, _AUTH_MARKERS):
+        raise BackendConnectionError(
+            f"ray: the cluster at {where} refused the connection: {_AUTH_HINT}; Ray's output: {log}"
+        )
+    if code is None:
+        raise BackendConnectionError(
+            f"ray: no Ray cluster answered at {where} within {timeout_s:g} s; is one "
+            f"running there? {check}; Ray's output: {log}"
+        )
+    raise BackendConnectionError(
+        f"ray: could not join the cluster at {where} (exit code {code}); {check}; "
+        f"Ray's output: {log}"
+    )
+
+
+def _log_has(log: Path, start: int, markers: tuple[str, ...]) -> bool:
+    """Whether the log, from byte ``start`` on (this probe's part), contains any marker."""
+    with log.open("rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    return any(marker in text for marker in markers)
 
 
 @ray.remote(num_cpus=1)
@@ -96,25 +230,43 @@ class RayBackend:
         threads_per_process: int | None = None,
         address: str | None = None,
         num_cpus: int | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        log_path: Path | None = None,
+        allow_large: bool = False,
         _fault: InjectedFault | None = None,
     ) -> None:
+        """``timeout_s``: the per-run limit; None scales it from the measured runs
+        (``RunTimeout``). ``connect_timeout_s`` bounds joining an existing cluster (``connect``;
+        Ray's output goes to ``log_path``). ``allow_large`` lifts the bounds of ``check_scale``."""
         check_backend_options(n_workers, "actors", actors, threads_per_process, timeout_s)
+        check_scale(n_workers, "actors", None, None, 1, allow_large)  # W, before any connection
         start = time.perf_counter()
         self.n_workers = n_workers
-        self.timeout_s = timeout_s
+        self.limits = RunTimeout(timeout_s)
+        self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s  # non-run requests
         self._failure: str | None = None
         self._actors: list[Any] = []
         self.owns_ray = False
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or None
             if address is not None:
-                ray.init(address=address)
+                connect(address, connect_timeout_s, log_path)
             else:  # a local single-node cluster, ours to shut down
-                ray.init(num_cpus=num_cpus, include_dashboard=False)
+                ray.init(
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    log_to_driver=False,  # the actors' output stays in Ray's session logs
+                    logging_level=logging.WARNING,
+                )
             self.owns_ray = True
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        try:
+            check_scale(n_workers, "actors", actors, threads_per_process, cpus, allow_large)
+        except ValueError:
+            self.close()
+            raise
         self.processes = min(n_workers, actors or cpus)
         self.threads_per_process = threads_per_process or max(1, cpus // self.processes)
         self.assignment = assign_workers(n_workers, self.processes)
@@ -124,7 +276,11 @@ class RayBackend:
         ]
         self.pids: list[int] = [-1] * self.processes
         replies = self._gather(
-            [actor.ready.remote() for actor in self._actors], "start-up", start, start_timeout_s
+            [actor.ready.remote() for actor in self._actors],
+            "start-up",
+            start,
+            start_timeout_s,
+            "the start-up limit",
         )
         self.pids = [pid for pid, _, _ in replies]
         self.threads_per_process = replies[0][1]
@@ -138,8 +294,10 @@ class RayBackend:
         ref = ray.put(theta)
         calls = [actor.run.remote(ref, run_index) for actor in self._actors]
         sent = time.perf_counter()
-        reports: list[HostReport] = self._gather(calls, f"run {run_index}", start, self.timeout_s)
+        limit, why = self.limits.limit("run"), self.limits.explain("run")
+        reports: list[HostReport] = self._gather(calls, f"run {run_index}", start, limit, why)
         received = time.perf_counter()
+        self.limits.observe("run", received - start)
         results: list[WorkerResult] = merged_results(reports)
         info = run_info(reports, self.threads_per_process)
         if self.same_node:
@@ -158,7 +316,9 @@ class RayBackend:
         start = time.perf_counter()
         ref = ray.put(theta)
         calls = [actor.gradients.remote(ref, tasks, run_index) for actor in self._actors]
-        reports = self._gather(calls, f"task-parallel run {run_index}", start, self.timeout_s)
+        what, limit = f"task-parallel run {run_index}", self.limits.limit("gradients")
+        reports = self._gather(calls, what, start, limit, self.limits.explain("gradients"))
+        self.limits.observe("gradients", time.perf_counter() - start)
         return merged_results(reports)
 
     def get_state(self) -> list[dict[str, Any]]:
@@ -177,8 +337,11 @@ class RayBackend:
         calls = [actor.set_state.remote(ref) for actor in self._actors]
         self._gather(calls, "set state", time.perf_counter(), self.timeout_s)
 
-    def _gather(self, calls: list[Any], what: str, start: float, timeout_s: float) -> list[Any]:
-        """Every call's result, in actor order; the first failure ends it, not the slowest."""
+    def _gather(
+        self, calls: list[Any], what: str, start: float, timeout_s: float, why: str = ""
+    ) -> list[Any]:
+        """Every call's result, in actor order; the first failure ends it, not the slowest
+        (``why`` explains the limit in the timeout error)."""
         actor_of = {call: h for h, call in enumerate(calls)}
         replies: dict[int, Any] = {}
         pending = list(calls)
@@ -187,7 +350,8 @@ class RayBackend:
             done, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, remaining))
             if not done:
                 hung = ", ".join(self._describe(actor_of[c]) for c in pending)
-                self._fail(f"{what}: {hung} did not answer within {timeout_s:g} s")
+                why = f" ({why})" if why else ""
+                self._fail(f"{what}: {hung} did not answer within {timeout_s:g} s{why}")
             h = actor_of[done[0]]
             try:
                 reply = ray.get(done[0])
