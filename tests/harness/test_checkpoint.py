@@ -116,17 +116,17 @@ def test_fixed_schedule_every_k_runs() -> None:
 
 
 def test_adaptive_schedule_keeps_checkpoints_under_the_budget() -> None:
-    schedule = CheckpointSchedule(every=0, budget=0.02)
-    assert schedule.due(1)  # the first one measures what a checkpoint costs
-    schedule.wrote(0.010)  # 10 ms -> due after 0.5 s of runs
+    schedule = CheckpointSchedule(every=0, budget=0.02, first_cost_s=0.05)
     due_at = []
-    for n in range(2, 200):
-        schedule.ran(0.01)  # 10 ms runs
+    for n in range(1, 1001):
+        schedule.ran(0.01)  # 10 ms runs, 10 ms checkpoints: one per 50 runs at most
         if schedule.due(n):
             due_at.append(n)
             schedule.wrote(0.010)
-    gaps = np.diff(due_at)
-    assert due_at and all(g >= 50 for g in gaps)  # 50 runs x 10 ms x 2% = 10 ms
+        assert schedule.spent_s <= 0.02 * schedule.run_s
+    # the first waits until a 50 ms checkpoint would fit (~250 runs), then one every ~50 runs
+    assert 250 <= due_at[0] <= 251 and len(due_at) == 15
+    assert all(50 <= g <= 51 for g in np.diff(due_at))
 
 
 def _run(attempt: int, index: int) -> dict[str, Any]:
