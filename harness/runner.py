@@ -175,7 +175,11 @@ def run_case_seed(
         state = learner.get_state()
         if state["runs_done"] != runs_done:
             raise CheckpointError(f"learner at run {state['runs_done']}, expected {runs_done}")
-        info = store.write(runs_done, state, {**identity, "validation_seed": validation_seed(seed)})
+        # TF's conv kernels give other bits with other thread counts (sinusoid's MLP does not):
+        # the thread setting is stored so that a resume with another one is visible
+        meta = {**identity, "validation_seed": validation_seed(seed)}
+        meta["threads_per_worker"] = base.get("threads_per_worker")
+        info = store.write(runs_done, state, meta)
         written.append(info)
         schedule.wrote(time.perf_counter() - begin)
 
@@ -266,6 +270,8 @@ def _resume(
             "from_run": checkpoint.runs_done,
             "checkpoint": str(checkpoint.path),
             "rejected": store.rejected,
+            # bit-exact continuation needs the same TF threads as when the checkpoint was written
+            "checkpoint_threads_per_worker": checkpoint.meta.get("threads_per_worker"),
         }
     )
     if checkpoint.runs_done < total:
