@@ -75,3 +75,19 @@ def test_a_hung_actor_times_out(assert_gone: Gone) -> None:
         with pytest.raises(WorkerError, match=r"run 0: actor 0 .* did not answer within 1 s"):
             backend.run(theta(), 0)
     assert_gone(pids)
+
+
+def test_a_hang_after_the_warm_up_is_caught_by_the_scaled_limit(assert_gone: Gone) -> None:
+    fault = InjectedFault("hang", worker_id=0, run_index=2)
+    with RayBackend(config(epochs=1), 1, _fault=fault) as backend:
+        pids = list(backend.pids)
+        backend.run(theta(), 0)
+        backend.run(theta(), 1)
+        backend.limits.floor_s = 1.0  # sinusoid runs take milliseconds: the floor sets the limit
+        with pytest.raises(
+            WorkerError,
+            match=r"run 2: actor 0 .* within 1 s \(max\(1 s, 10 x the slowest run call so far",
+        ) as err:
+            backend.run(theta(), 2)
+    assert "suite field `worker_timeout_s` or the flag `--worker-timeout`" in str(err.value)
+    assert_gone(pids)
