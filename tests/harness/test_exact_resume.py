@@ -151,8 +151,13 @@ def killed_and_resumed(suite: Path, results: Path, kill_points: list[int]) -> Pa
     return folder
 
 
-def test_serial_interrupted_in_process_resumes_exactly(tmp_path: Path) -> None:
-    suite = load_suite(write_suite(tmp_path, "serial"), "smoke")
+@pytest.mark.parametrize("mode", ["dmaml", "task_parallel"])
+def test_serial_interrupted_in_process_resumes_exactly(tmp_path: Path, mode: str) -> None:
+    path = write_suite(tmp_path, "serial")
+    if mode == "task_parallel":  # gradient averaging: the central learner's own Adam state too
+        text = path.read_text().replace('weight_generator = "loss_moving_average"', "")
+        path.write_text(text.replace("[base]", '[base]\nmode = "task_parallel"'))
+    suite = load_suite(path, "smoke")
     reference = RunFolder.create(tmp_path / "a", suite.name, suite.scale)
     run_suite(suite, reference)
     folder = RunFolder.create(tmp_path / "b", suite.name, suite.scale)
