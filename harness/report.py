@@ -158,7 +158,11 @@ def load(folders: list[RunFolder]) -> list[Results]:
         results.manifests.append(manifest)
         results.folders.append(folder.path)
         records = folder.records()
-        records = select_records(r for i, r in enumerate(records, 1) if _check_record(r, i, folder))
+        records = select_records(  # case_resume: see harness/checkpoint.py
+            r
+            for i, r in enumerate(records, 1)
+            if _check_record(r, i, folder) or r["kind"] == "case_resume"
+        )
         latest: dict[tuple[str, int], int] = {}
         for r in records:
             if r["kind"] == "case_start":
