@@ -258,7 +258,8 @@ class RayBackend:
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     log_to_driver=False,  # the actors' output stays in Ray's session logs
-                    logging_level=logging.WARNING,
+                    # Ray warns on every start that it enabled token auth for the local cluster.
+                    logging_level=logging.ERROR,
                 )
             self.owns_ray = True
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))

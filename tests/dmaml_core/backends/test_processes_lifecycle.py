@@ -72,6 +72,7 @@ def start_driver(mode: str, tmp_path: Path) -> tuple[subprocess.Popen[str], list
     return proc, [int(p) for p in line.split()], err
 
 
+@pytest.mark.slow  # a driver of its own: spawn + TensorFlow import, ~12 s
 def test_workers_leave_within_seconds_of_a_killed_driver(tmp_path: Path) -> None:
     proc, pids, _ = start_driver("hang", tmp_path)
     time.sleep(0.5)  # run 1 is under way: process 0 hangs in it, process 1 has finished it
@@ -83,6 +84,7 @@ def test_workers_leave_within_seconds_of_a_killed_driver(tmp_path: Path) -> None
     assert time.monotonic() - killed < 5.0
 
 
+@pytest.mark.slow  # a driver of its own: spawn + TensorFlow import, ~12 s
 def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path) -> None:
     proc, pids, err = start_driver("run", tmp_path)
     time.sleep(0.5)
