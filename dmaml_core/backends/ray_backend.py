@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
+import psutil
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 
@@ -78,6 +79,33 @@ _AUTH_MARKERS = ("Unauthenticated", "InvalidAuthToken", "AuthenticationError")
 # retries an unreachable address for 10+ minutes and cannot be interrupted.
 _PROBE = "import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); ray.shutdown()"
 _verified: set[str] = set()  # addresses a probe has joined in this driver: not probed again
+# Runs beside a driver that started a local cluster and, once the driver is gone (its parent pid
+# changes), kills every process of that cluster it has seen: Ray's GCS and raylet share the
+# driver's fate, but its agents then spend a fixed 60 s reporting that to the dead GCS, and the
+# actors take ~2.5 s. psutil's kill() checks the process's identity, so a reused pid is spared.
+_REAPER = """
+import os, sys, time, psutil
+driver, seen = int(sys.argv[1]), {}
+roots = []
+for pid in sys.argv[2:]:
+    try:
+        roots.append(psutil.Process(int(pid)))
+    except psutil.Error:
+        pass
+while os.getppid() == driver:
+    for root in roots:
+        try:
+            for proc in [root, *root.children(recursive=True)]:
+                seen.setdefault(proc.pid, proc)
+        except psutil.Error:
+            pass
+    time.sleep(0.5)
+for proc in seen.values():
+    try:
+        proc.kill()
+    except psutil.Error:
+        pass
+"""
 
 
 def default_log_path() -> Path:
@@ -248,18 +276,28 @@ class RayBackend:
         self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s  # non-run requests
         self._failure: str | None = None
         self._actors: list[Any] = []
+        self._reaper: subprocess.Popen[bytes] | None = None
         self.owns_ray = False
         if not ray.is_initialized():
             address = address or os.environ.get("RAY_ADDRESS") or None
             if address is not None:
                 connect(address, connect_timeout_s, log_path)
             else:  # a local single-node cluster, ours to shut down
+                before = {child.pid for child in psutil.Process().children()}
                 ray.init(
                     num_cpus=num_cpus,
                     include_dashboard=False,
                     log_to_driver=False,  # the actors' output stays in Ray's session logs
                     # Ray warns on every start that it enabled token auth for the local cluster.
                     logging_level=logging.ERROR,
+                )
+                started = [c.pid for c in psutil.Process().children() if c.pid not in before]
+                self._reaper = subprocess.Popen(
+                    [sys.executable, "-c", _REAPER, str(os.getpid()), *map(str, started)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,  # a Ctrl-C for the driver is not for it
                 )
             self.owns_ray = True
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -389,6 +427,10 @@ class RayBackend:
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
         self.owns_ray = False
+        if self._reaper is not None:  # the cluster is shut down: nothing left to watch
+            self._reaper.kill()
+            self._reaper.wait(10)
+            self._reaper = None
 
     def __enter__(self) -> RayBackend:
         return self
