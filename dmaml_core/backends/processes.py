@@ -8,9 +8,12 @@ workers (see ``host``).
   (default ``max(1, cores // P)``) so that P processes share the cores without oversubscription.
 - **Transport**: one duplex pipe per process carrying standard pickles (protocol 5). Theta is
   pickled once per run and the same bytes are written to every process.
-- **Faults**: a process that dies, a worker that raises and a run that outlives ``timeout_s`` all
+- **Faults**: a process that dies, a worker that raises and a run that outlives its limit all
   shut the whole pool down (no process is left behind) and raise ``WorkerError`` naming the run,
-  the process and the logical workers it hosted.
+  the process and the logical workers it hosted. The limit is ``timeout_s`` if given, otherwise
+  scaled from the measured runs (``host.RunTimeout``).
+- **Driver death**: the processes ignore Ctrl-C (the driver stops them), leave within a second
+  of a driver killed mid-run (``_leave_with_driver``) and never print a traceback for it.
 
 Where the time goes (``BackendRun``): ``dispatch_s`` is the driver's time to pickle theta and write
 it to every pipe. Each process stamps ``time.perf_counter()`` (the system-wide monotonic clock, so

@@ -7,9 +7,10 @@ local single-node cluster or on an existing (multi-machine) cluster.
   connection is used as is. ``close()`` shuts down only what this backend started: its actors
   always, and the Ray connection/local cluster only if it opened it. Joining a cluster gives up
   after ``connect_timeout_s`` (30 s) with one line (``BackendConnectionError``, see ``connect``).
-- **Driver death**: a local cluster's GCS and raylet share the driver's fate (Ray starts them so),
-  and the actors follow within ~2.5 s of a kill -9 (measured); Ray's two agents linger ~61 s,
-  a fixed timeout inside Ray. A normal exit shuts the cluster down (Ray's atexit hook).
+- **Driver death**: a normal exit shuts a local cluster down (Ray's atexit hook). After a kill -9,
+  Ray alone ends its GCS and raylet at once but the actors only after ~2.5 s and its two agents
+  after ~61 s (measured; a fixed timeout inside Ray, no setting), so a small reaper process
+  (``_REAPER``) beside the driver kills that cluster's processes within a second instead.
 - **Actors**: P = min(W, ``actors`` or the cluster's CPUs); each reserves one CPU and pins
   TensorFlow to ``threads_per_process`` threads (default ``max(1, CPUs // P)``). Ray places them
   as its resources allow.
