@@ -161,7 +161,8 @@ def _run_locked(
     args: argparse.Namespace, suite: Suite, folder: RunFolder, manifest: dict[str, Any]
 ) -> int:
     from harness import report
-    from harness.runner import run_suite, terminal_progress
+    from harness.progress import ProgressLine
+    from harness.runner import run_suite
 
     folder.write_manifest({**manifest, "status": "running"})
     print(
@@ -173,15 +174,16 @@ def _run_locked(
         print(f"NOTE: {label}")
     started = time.perf_counter()
     status = "failed"
+    progress = None if args.quiet else ProgressLine(total_runs=0)
     try:
-        run_suite(suite, folder, None if args.quiet else terminal_progress)
+        run_suite(suite, folder, progress)
         status = "complete"
     except KeyboardInterrupt:
         status = "interrupted"
         raise
     finally:
-        if sys.stderr.isatty() and not args.quiet:
-            sys.stderr.write("\n")
+        if progress is not None:
+            progress.close()
         elapsed = time.perf_counter() - started
         end = {"event": "ended", "at": _now(), "status": status, "elapsed_s": elapsed}
         first = {} if "finished" in manifest else {"finished": end["at"], "elapsed_s": elapsed}
@@ -304,6 +306,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def default_baseline() -> Path:
+    """The working directory's committed baseline, else the checkout's (an installed package
+    has none of its own: baselines are per machine and live with the results)."""
+    here = Path("results") / "baselines" / "throughput.json"
+    checkout = ROOT / "results" / "baselines" / "throughput.json"
+    return here if here.exists() or not checkout.exists() else checkout
 
 
 def parser() -> argparse.ArgumentParser:
@@ -441,7 +451,12 @@ def parser() -> argparse.ArgumentParser:
     chk = sub.add_parser(
         "check", parents=[common], help="throughput regression gate against a committed baseline"
     )
-    chk.add_argument("--baseline", default=str(ROOT / "results" / "baselines" / "throughput.json"))
+    chk.add_argument(
+        "--baseline",
+        default=str(default_baseline()),
+        help="baseline JSON (default: ./results/baselines/throughput.json of the working "
+        "directory, else the checkout's)",
+    )
     chk.add_argument(
         "--threshold",
         type=float,

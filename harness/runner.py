@@ -3,10 +3,9 @@ appended to the store the moment it exists. Knows cases and measurements, never 
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -28,10 +27,11 @@ from harness.checkpoint import (
 )
 from harness.machine import device_info
 from harness.measure import RunMeter
+from harness.progress import ProgressEvent
 from harness.store import RunFolder, StoreError
 from harness.suite import Case, Suite
 
-Progress = Callable[[str], None]
+Progress = Callable[[ProgressEvent], None]
 RECORDED_FIELDS = (
     "domain",
     "mode",
@@ -158,7 +158,9 @@ def run_case_seed(
     folder: RunFolder,
     base: dict[str, Any],
     progress: Progress,
+    position: tuple[int, int] = (1, 1),
 ) -> None:
+    """One case-seed; ``position`` is (its 1-based index, the number of case-seeds to run)."""
     plan = suite.plan
     compiled_maml.cache_clear()  # every case-seed pays its own tracing in its warm-up run
     started = time.perf_counter()
@@ -196,17 +198,16 @@ def run_case_seed(
             }
         )
         total = plan.runs + 1  # run 0 is the warm-up
+        at = ProgressEvent("case", case.case_id, seed, *position, runs=total)
+        progress(at)
         first = _resume(learner, store, identity, total, folder, base)
+        metric = "accuracy" if config.domain.loss == "xent" else "loss"
         for done in range(first, total + 1):
             if done in plan.checkpoints:
-                folder.append(
-                    {
-                        **base,
-                        "kind": "validation",
-                        "after_runs": done,
-                        **validate(learner, config, suite, seed),
-                    }
-                )
+                result = validate(learner, config, suite, seed)
+                folder.append({**base, "kind": "validation", "after_runs": done, **result})
+                value = result[f"{metric}_by_step"][-1]
+                progress(replace(at, kind="validation", run=done, metric=metric, value=value))
             if done > first and (done == total or done in plan.checkpoints or schedule.due(done)):
                 save(done)
             if done == total:
@@ -217,10 +218,7 @@ def run_case_seed(
             folder.append({**base, "kind": "run", "run_index": done, "warmup": done == 0, **fields})
             if done > 0:  # the budget is a share of the timed runs, not of the warm-up
                 schedule.ran(fields["wall_s"])
-            progress(
-                f"{case.case_id} seed {seed}: run {done + 1}/{total} "
-                f"{fields['wall_s'] * 1e3:.1f} ms"
-            )
+            progress(replace(at, kind="run", run=done + 1, wall_s=fields["wall_s"]))
             if fields["diverged"]:
                 # no checkpoint here: a resume re-runs from the last one and diverges again
                 folder.append(
@@ -316,34 +314,30 @@ def run_suite(suite: Suite, folder: RunFolder, progress: Progress | None = None)
     progress = progress or _quiet
     folder.repair_tail()
     done, attempts = completed(folder.records(), suite)
-    for case in suite.cases:
-        for seed in suite.plan.seeds:
-            key = (case.case_id, seed)
-            if key in done:
-                progress(f"{case.case_id} seed {seed}: already complete, skipped")
-                continue
-            base = {
-                "suite": suite.name,
-                "scale": suite.scale,
-                "case_id": case.case_id,
-                "config_hash": case.config_hash(),
-                "seed": seed,
-                "attempt": attempts.get(key, 0),
-                # every record says what produced it, not only the case_start record
-                **{k: getattr(case, k) for k in RECORDED_FIELDS},
-                "device": device_info(),  # cached: kind, oneDNN/XLA state, CPU flags
-            }
-            run_case_seed(suite, case, seed, folder, base, progress)
+    keys = [(case, seed) for case in suite.cases for seed in suite.plan.seeds]
+    todo = [(case, seed) for case, seed in keys if (case.case_id, seed) not in done]
+    runs_left = len(todo) * (suite.plan.runs + 1)
+    progress(ProgressEvent("sweep", "", -1, 0, len(todo), runs=runs_left))
+    index = 0
+    for case, seed in keys:
+        key = (case.case_id, seed)
+        if key in done:
+            progress(ProgressEvent("skipped", case.case_id, seed, index, len(todo)))
+            continue
+        index += 1
+        base = {
+            "suite": suite.name,
+            "scale": suite.scale,
+            "case_id": case.case_id,
+            "config_hash": case.config_hash(),
+            "seed": seed,
+            "attempt": attempts.get(key, 0),
+            # every record says what produced it, not only the case_start record
+            **{k: getattr(case, k) for k in RECORDED_FIELDS},
+            "device": device_info(),  # cached: kind, oneDNN/XLA state, CPU flags
+        }
+        run_case_seed(suite, case, seed, folder, base, progress, (index, len(todo)))
 
 
-def _quiet(message: str) -> None:
+def _quiet(event: ProgressEvent) -> None:
     return None
-
-
-def terminal_progress(message: str) -> None:
-    """One updating line on a terminal; nothing in logs (CI) but case completions."""
-    if sys.stderr.isatty():
-        sys.stderr.write("\r\033[K" + message)
-        sys.stderr.flush()
-    elif message.endswith("skipped"):
-        print(message, file=sys.stderr)

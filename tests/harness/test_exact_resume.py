@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from harness.checkpoint import CheckpointStore, checkpoint_dir, select_records
+from harness.progress import ProgressEvent
 from harness.report import load
 from harness.runner import run_suite
 from harness.store import RunFolder, read_records
@@ -163,8 +164,8 @@ def test_serial_interrupted_in_process_resumes_exactly(tmp_path: Path, mode: str
     folder = RunFolder.create(tmp_path / "b", suite.name, suite.scale)
     folder.write_manifest({"suite": suite.name, "scale": suite.scale})  # for report.load
 
-    def interrupt(message: str) -> None:
-        if f"run 8/{TOTAL}" in message:
+    def interrupt(event: ProgressEvent) -> None:
+        if (event.kind, event.run, event.runs) == ("run", 8, TOTAL):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.progress import ProgressEvent
 from harness.runner import build, run_suite
 from harness.store import RunFolder, StoreError
 from harness.suite import load_suite
@@ -33,11 +34,11 @@ def test_records_for_every_run_and_checkpoint(tiny_suite: Path, tmp_path: Path) 
 def test_interrupted_sweep_resumes_without_repeating(tiny_suite: Path, tmp_path: Path) -> None:
     suite = load_suite(tiny_suite, "smoke")
     folder = RunFolder.create(tmp_path / "results", suite.name, suite.scale)
-    seen: list[str] = []
+    seen: list[ProgressEvent] = []
 
-    def interrupt(message: str) -> None:
-        seen.append(message)
-        if message.startswith("w2-e1-t4-sum-o2 seed 0: run 2/"):
+    def interrupt(event: ProgressEvent) -> None:
+        seen.append(event)
+        if (event.kind, event.case_id, event.seed, event.run) == ("run", "w2-e1-t4-sum-o2", 0, 2):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
