@@ -8,9 +8,11 @@ value of one axis at a time, the rest at baseline. See ``suites/README.md`` for 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
+import math
 import os
 import tomllib
 from collections.abc import Sequence
@@ -144,6 +146,46 @@ class RunPlan:
     worker_timeout_s: float | None = None
 
 
+PUBLISHED_METRICS = ("accuracy", "loss", "seconds_per_run", "relative_pct")
+TARGET_METRICS = ("accuracy", "loss")  # accuracy: reached when >= value; loss: when <= value
+PUBLISHED_FIELDS = (
+    "source", "case", "metric", "after_runs", "value", "ci95", "rule", "read_off_plot",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Published:
+    """One number a paper reports for a case of this suite, so the report can say whether ours
+    agrees with it instead of leaving the reader to look it up."""
+
+    source: str  # where it is from, e.g. "paper table 2"
+    case: str  # a case id of this suite (at any of its scales)
+    metric: str  # one of PUBLISHED_METRICS
+    value: float
+    after_runs: int | None = None  # validation checkpoint (runs done); required for accuracy/loss
+    ci95: float | None = None  # their half-width, when they give one
+    rule: str = ""  # how they computed it, e.g. "best of 3 seeds, ci95 over 600 tasks"
+    read_off_plot: bool = False  # read off a figure: only as exact as a ruler
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validation quality whose first reach the report times ("does parallelising pay off":
+    wall seconds to a good model, not seconds per run)."""
+
+    metric: str  # "accuracy" (reached when >= value) or "loss" (reached when <= value)
+    value: float
+
+    def reached(self, quality: float) -> bool:
+        return quality >= self.value if self.metric == "accuracy" else quality <= self.value
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -154,6 +196,10 @@ class Suite:
     cases: tuple[Case, ...]
     baseline: str  # case id the comparisons are against
     labels: tuple[str, ...] = field(default=())  # notes printed with results, e.g. random data
+    # numbers from the paper/thesis the report puts beside ours; not part of the signature:
+    # they change what a report compares against, never what a run records
+    published: tuple[Published, ...] = field(default=())
+    target: Target | None = None  # quality whose wall time to reach the report measures
 
     def baseline_case(self) -> Case:
         return next(c for c in self.cases if c.case_id == self.baseline)
@@ -294,10 +340,10 @@ PLAN_FIELDS = (
     "runs", "seeds", "checkpoints", "validation_tasks", "validation_steps", "checkpoint_every",
     "worker_timeout_s",
 )  # fmt: skip
-SCALE_FIELDS = (*PLAN_FIELDS, "sweep", "base", "domain_params")
+SCALE_FIELDS = (*PLAN_FIELDS, "sweep", "base", "domain_params", "target")
 TOP_FIELDS = (
     "name", "description", "baseline", "labels", "domain", "base", "sweep", "variants", "run",
-    "scales",
+    "scales", "published", "target",
 )  # fmt: skip
 
 
@@ -361,8 +407,10 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
     )
 
 
-def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
-    """Read and validate a suite (a file path or a name under ``suites/``) at one scale."""
+def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = True) -> Suite:
+    """Read and validate a suite (a file path or a name under ``suites/``) at one scale.
+    ``published=False`` leaves out the ``published`` rows and the ``target`` (used to learn the
+    case ids of the other scales, which the published rows may name)."""
     path = resolve(source)
     if scale not in SCALES:
         raise SuiteError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
@@ -432,7 +480,110 @@ def load_suite(source: str | Path, scale: str = "smoke") -> Suite:
         cases=tuple(cases),
         baseline=baseline,
         labels=tuple(labels),
+        published=_published(path, data, scale, set(ids)) if published else (),
+        target=_target(path, data, preset, scale) if published else None,
     )
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)
+
+
+def _published(
+    path: Path, data: dict[str, Any], scale: str, ids: set[str]
+) -> tuple[Published, ...]:
+    """The ``[[published]]`` rows, each checked; a case of another scale is accepted (the report
+    says "not run at this scale"), a case of no scale is refused."""
+    rows = data.get("published", [])
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise _fail(path, "published", "must be an array of tables ([[published]])")
+    if not rows:
+        return ()
+    scales = data.get("scales", {})
+    known = set(ids)
+    for other in scales:
+        if other != scale and other in SCALES:
+            with contextlib.suppress(SuiteError):  # its own error shows when it is loaded
+                known |= {c.case_id for c in load_suite(path, other, published=False).cases}
+    paper = scales.get("paper", {}) if isinstance(scales.get("paper"), dict) else {}
+    paper_runs = paper.get("runs", _table(path, data, "run").get("runs"))
+    out = []
+    for i, row in enumerate(rows):
+        where = f"published[{i}]"
+        _check_fields(path, where, row, PUBLISHED_FIELDS)
+        missing = [k for k in ("source", "case", "metric", "value") if k not in row]
+        if row.get("metric") in ("accuracy", "loss") and "after_runs" not in row:
+            missing.append("after_runs")
+        if missing:
+            raise _fail(path, where, f"missing {', '.join(missing)}")
+        for key in ("source", "case", "rule"):
+            if key in row and (not isinstance(row[key], str) or not row[key]):
+                raise _fail(path, f"{where}.{key}", f"must be a non-empty string, got {row[key]!r}")
+        metric = row["metric"]
+        if metric not in PUBLISHED_METRICS:
+            accepted = ", ".join(map(repr, PUBLISHED_METRICS))
+            raise _fail(path, f"{where}.metric", f"{metric!r} is not one of {accepted}")
+        if row["case"] not in known:
+            raise _fail(
+                path,
+                f"{where}.case",
+                f"{row['case']!r} is a case id of none of this suite's scales; "
+                f"cases at {scale}: {', '.join(sorted(ids))}",
+            )
+        if not _number(row["value"]):
+            raise _fail(path, f"{where}.value", f"must be a number, got {row['value']!r}")
+        ci95 = row.get("ci95")
+        if ci95 is not None and not (_number(ci95) and ci95 >= 0):
+            raise _fail(
+                path, f"{where}.ci95", f"must be a number >= 0 (a half-width), got {ci95!r}"
+            )
+        after = row.get("after_runs")
+        if after is not None:
+            if type(after) is not int or after < 0:
+                raise _fail(path, f"{where}.after_runs", f"must be an integer >= 0, got {after!r}")
+            if type(paper_runs) is int and after > paper_runs + 1:
+                raise _fail(
+                    path,
+                    f"{where}.after_runs",
+                    f"{after} is beyond the {paper_runs + 1} runs of the paper scale "
+                    f"(warm-up + {paper_runs} timed)",
+                )
+        plot = row.get("read_off_plot", False)
+        if type(plot) is not bool:
+            raise _fail(path, f"{where}.read_off_plot", f"must be true or false, got {plot!r}")
+        out.append(
+            Published(
+                source=row["source"],
+                case=row["case"],
+                metric=metric,
+                value=float(row["value"]),
+                after_runs=after,
+                ci95=None if ci95 is None else float(ci95),
+                rule=row.get("rule", ""),
+                read_off_plot=plot,
+            )
+        )
+    return tuple(out)
+
+
+def _target(path: Path, data: dict[str, Any], preset: dict[str, Any], scale: str) -> Target | None:
+    """``[target]``, or the scale's ``[scales.<scale>.target]`` in its place."""
+    where = f"scales.{scale}.target" if "target" in preset else "target"
+    raw = preset.get("target", data.get("target"))
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _fail(path, where, "must be a table with metric and value")
+    _check_fields(path, where, raw, ("metric", "value"))
+    missing = [k for k in ("metric", "value") if k not in raw]
+    if missing:
+        raise _fail(path, where, f"missing {', '.join(missing)}")
+    if raw["metric"] not in TARGET_METRICS:
+        accepted = ", ".join(map(repr, TARGET_METRICS))
+        raise _fail(path, f"{where}.metric", f"{raw['metric']!r} is not one of {accepted}")
+    if not _number(raw["value"]):
+        raise _fail(path, f"{where}.value", f"must be a number, got {raw['value']!r}")
+    return Target(raw["metric"], float(raw["value"]))
 
 
 def _check_domains(path: Path, scale: str, cases: list[Case]) -> None:
