@@ -3,6 +3,7 @@ appended to the store the moment it exists. Knows cases and measurements, never 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -29,7 +30,7 @@ from harness.machine import device_info
 from harness.measure import RunMeter
 from harness.progress import ProgressEvent
 from harness.store import RunFolder, StoreError
-from harness.suite import Case, Suite
+from harness.suite import NO_LIMITS_ENV, Case, Suite
 
 Progress = Callable[[ProgressEvent], None]
 RECORDED_FIELDS = (
@@ -54,6 +55,8 @@ def make_backend(case: Case, config: WorkerConfig, timeout_s: float | None = Non
     options: dict[str, Any] = {}
     if case.backend != "serial" and timeout_s is not None:
         options["timeout_s"] = timeout_s
+    if os.environ.get(NO_LIMITS_ENV) == "1":  # the suite's own bounds were lifted the same way
+        options["allow_large"] = True
     if case.backend == "processes" and case.processes:
         options["processes"] = case.processes
     if case.backend != "serial" and case.threads:

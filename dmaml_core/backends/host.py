@@ -225,7 +225,10 @@ def check_backend_options(
 
 MAX_WORKERS = 4096  # logical workers per backend without ``allow_large``
 MAX_PER_CORE = 4  # processes / actors, and threads per process, per core without ``allow_large``
-_LIFT = "pass allow_large=True to the backend (suite field `allow_large = true`) to lift this bound"
+_LIFT = (
+    "set DMAML_BENCH_NO_LIMITS=1 (harness) or pass allow_large=True to the backend to lift this "
+    "bound"
+)
 
 
 def check_scale(
