@@ -47,6 +47,7 @@ from dmaml_core.tasks.omniglot import (
 from dmaml_core.types import LossKind, Tasks
 
 if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.finn_net import FinnConvNet
     from dmaml_core.models import ConvNet
 
 # Thesis table 5.2 (miniImageNet). Keys follow MamlConfig / WorkerConfig / the domain: alpha and
@@ -262,6 +263,8 @@ class MiniImageNet:
     image_size: int = IMAGE_SIZE
     test_split: Literal["val", "test"] = "test"  # what `sample(..., "test")` draws from
     cache_dir: str | None = None  # decoded CSV splits: default the user cache
+    # "finn": Finn et al.'s net (conv biases, offset-only batch norm; finn_net)
+    network: Literal["ours", "finn"] = "ours"
 
     name: ClassVar[str] = "miniimagenet"
     loss: ClassVar[LossKind] = "xent"
@@ -270,8 +273,14 @@ class MiniImageNet:
         check_few_shot(self.n_way, self.k_shot, self.k_query)
         if self.test_split not in ("val", "test"):
             raise ValueError(f"test_split must be 'val' or 'test', got {self.test_split!r}")
+        if self.network not in ("ours", "finn"):
+            raise ValueError(f"network must be 'ours' or 'finn', got {self.network!r}")
 
-    def model(self) -> ConvNet:
+    def model(self) -> ConvNet | FinnConvNet:
+        if self.network == "finn":
+            from dmaml_core.finn_net import finn_miniimagenet_net
+
+            return finn_miniimagenet_net(self.n_way, self.image_size)
         from dmaml_core.models import ConvNet, miniimagenet_convnet
 
         net = miniimagenet_convnet(self.n_way)

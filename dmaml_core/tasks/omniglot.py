@@ -58,6 +58,7 @@ from dmaml_core.tasks.base import Split, check_few_shot
 from dmaml_core.types import LossKind, Tasks
 
 if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
+    from dmaml_core.finn_net import FinnConvNet
     from dmaml_core.models import ConvNet
 
 ARCHIVES = ("images_background", "images_evaluation")
@@ -482,6 +483,8 @@ class Omniglot:
     resample: Resample = "lanczos"
     cache_dir: str | None = None  # preprocessed .npz (and downloads): default the user cache
     download: bool = True
+    # "finn": Finn et al.'s net (conv biases, offset-only batch norm, spatial mean; finn_net)
+    network: Literal["ours", "finn"] = "ours"
 
     name: ClassVar[str] = "omniglot"
     loss: ClassVar[LossKind] = "xent"
@@ -494,8 +497,14 @@ class Omniglot:
             raise ValueError(f"split must be 'vinyals' or 'lake', got {self.split!r}")
         if self.resample not in ("lanczos", "box"):
             raise ValueError(f"resample must be 'lanczos' or 'box', got {self.resample!r}")
+        if self.network not in ("ours", "finn"):
+            raise ValueError(f"network must be 'ours' or 'finn', got {self.network!r}")
 
-    def model(self) -> ConvNet:
+    def model(self) -> ConvNet | FinnConvNet:
+        if self.network == "finn":
+            from dmaml_core.finn_net import finn_omniglot_net
+
+            return finn_omniglot_net(self.n_way, self.image_size)
         from dmaml_core.models import omniglot_convnet
 
         return dataclasses.replace(omniglot_convnet(self.n_way), image_size=self.image_size)
