@@ -7,8 +7,10 @@ import argparse
 import dataclasses
 import errno
 import os
+import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from datetime import UTC, datetime
@@ -148,6 +150,9 @@ def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:
             "validation_steps": suite.plan.validation_steps,
         },
         "signature": suite.signature(),
+        # what the report compares against (harness/report.py), kept with the results
+        "published": [row.as_dict() for row in suite.published],
+        "target": suite.target.as_dict() if suite.target else None,
         "data": data,
         "machine": machine_info(),
         "started": started,
@@ -238,34 +243,104 @@ def plan_cores() -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """Suites, their case counts per scale ('-': that scale does not load) and descriptions, in
-    LIST_WIDTH columns: a description is cut, with an ellipsis, only where it does not fit."""
+    """Suites, their case counts per scale ('-': that scale does not load), an estimated wall
+    time on this machine per scale from the records of earlier runs of the same cases, and
+    descriptions, in LIST_WIDTH columns: a description is cut, with an ellipsis, only where it
+    does not fit. Fast: no calibration and no TensorFlow (harness.plan.history only reads
+    records)."""
+    roots = [Path(args.results_dir), Path("results") / "runs"]
     rows = []
     for name in available(args.suites):
         path = resolve(name, args.suites)
-        counts, description = [], ""
+        counts, estimates, description = [], [], ""
         for scale in SCALES:
             try:
                 suite = load_suite(path, scale)
             except SuiteError:
                 counts.append("-")
+                estimates.append("-")
                 continue
             counts.append(str(len(suite.cases)))
+            estimates.append(_list_estimate(suite, roots))
             description = description or " ".join(suite.description.split())
-        rows.append((name, counts, description))
-    name_w = max([len("suite"), *(len(name) for name, _, _ in rows)])
+        rows.append((name, counts, estimates, description))
+    name_w = max([len("suite"), *(len(row[0]) for row in rows)])
     count_w = max(len(s) for s in SCALES)
-    text_w = LIST_WIDTH - name_w - 2 - len(SCALES) * (count_w + 2)
-    counts_w = len(SCALES) * (count_w + 2) - 2
-    print(f"{'':{name_w}}  {'cases per scale':^{counts_w}}".rstrip())
-    print("  ".join([f"{'suite':{name_w}}", *(f"{s:>{count_w}}" for s in SCALES), "description"]))
-    print("  ".join(["-" * name_w, *("-" * count_w for _ in SCALES), "-" * text_w]))
-    for name, counts, description in rows:
+    est_w = max([count_w, *(len(e) for row in rows for e in row[2])])
+    # scale columns one space apart, groups two: the description keeps what room is left
+    counts_w = len(SCALES) * (count_w + 1) - 1
+    est_all_w = len(SCALES) * (est_w + 1) - 1
+    text_w = LIST_WIDTH - name_w - counts_w - est_all_w - 6
+
+    def line(name: str, counts: list[str], estimates: list[str], text: str) -> str:
+        return "  ".join(
+            [
+                f"{name:{name_w}}",
+                " ".join(f"{c:>{count_w}}" for c in counts),
+                " ".join(f"{e:>{est_w}}" for e in estimates),
+                text,
+            ]
+        ).rstrip()
+
+    print(line("", ["cases per scale".center(counts_w)], ["est. time here".center(est_all_w)], ""))
+    print(line("suite", list(SCALES), [s.rjust(est_w) for s in SCALES], "description"))
+    print(line("-" * name_w, ["-" * counts_w], ["-" * est_all_w], "-" * text_w))
+    for name, counts, estimates, description in rows:
         if len(description) > text_w:
             description = description[: text_w - 1].rstrip() + "…"
-        cells = [f"{name:{name_w}}", *(f"{c:>{count_w}}" for c in counts), description]
-        print("  ".join(cells).rstrip())
+        print(line(name, counts, estimates, description))
+    where = " and ".join(str(r) for r in roots)
+    print(
+        textwrap.fill(
+            "est.: setup + warm-up + runs x median run time + validations, per seed (s, m, h), "
+            "from the "
+            f"records of earlier runs of the same case configurations under {where}; '+': some "
+            "cases have no records (a lower bound); '-': none have. `plan` calibrates the rest.",
+            LIST_WIDTH,
+        )
+    )
     return 0
+
+
+def _list_estimate(suite: Suite, roots: list[Path]) -> str:
+    """Estimated wall time of ``suite`` here from earlier records, '-' without any."""
+    from harness import plan
+
+    # results folders are <root>/<suite>/<scale>-<time>: reading only this suite's keeps it fast
+    known = plan.history(suite, [root / suite.name for root in roots])
+    if not known:
+        return "-"
+    total = 0.0
+    for case in suite.cases:
+        if case.case_id not in known:
+            continue
+        figures = known[case.case_id][1]
+        run_s = statistics.median(r["wall_s"] for r in figures["runs"])
+        estimate = plan.CaseEstimate(
+            case_id=case.case_id,
+            source="records",
+            setup_s=figures["setup_s"],
+            warmup_s=figures["warmup_s"],
+            run_s=run_s,
+            run_projected_s=run_s,  # not shown: `plan` projects for N cores
+            validation_s=figures["validation_s"],
+            peak_rss_bytes=int(figures["peak_rss_bytes"]),
+            seeds=len(suite.plan.seeds),
+            runs=suite.plan.runs,
+            validations=len(suite.plan.checkpoints),
+        )
+        total += estimate.total_s
+    partial = "+" if len(known) < len(suite.cases) else ""
+    return _short_duration(total) + partial
+
+
+def _short_duration(seconds: float) -> str:
+    """'13s', '22.6m', '5.7h': narrow enough for three scales beside the descriptions."""
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -430,6 +505,11 @@ def parser() -> argparse.ArgumentParser:
         "list", parents=[common], help="list the suites and their case counts per scale"
     )
     lst.add_argument("--suites", action="append", default=[], metavar="DIR", help=SUITES_HELP)
+    lst.add_argument(
+        "--results-dir",
+        default=str(DEFAULT_RESULTS),
+        help="earlier results the time estimates come from (and ./results/runs)",
+    )
     lst.set_defaults(func=cmd_list)
 
     rep = sub.add_parser("report", parents=[common], help="tables and plots from stored results")

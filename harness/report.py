@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
+from harness import published
 from harness.checkpoint import select_records
 from harness.stats import summarize, welch
 from harness.store import RunFolder, StoreError, write_json_atomic
@@ -42,6 +43,7 @@ AXIS_NAMES = {
     "inner_steps": "inner steps",
 }
 TERMINAL_WIDTH = 100
+PROJECTED_WORKERS = "workers PROJECTED"
 P_FLOOR = 1e-6  # below this a p-value is printed as "< 1e-6": more digits mean nothing
 
 # Fields a report cannot do without, per record kind (every record also needs kind, case_id and
@@ -91,6 +93,10 @@ class Results:
     manifests: list[dict[str, Any]]
     cases: dict[str, CaseResults]
     folders: list[Path] = field(default_factory=list)  # parallel to manifests
+    # the suite's [[published]] rows and [target] (harness/suite.py), as plain dicts
+    published: list[dict[str, Any]] = field(default_factory=list)
+    target: dict[str, Any] | None = None
+    published_from: str = ""  # where they were read: the manifest, or the suite file
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -152,9 +158,12 @@ def load(folders: list[RunFolder]) -> list[Results]:
         manifest = folder.manifest()
         _check_manifest(manifest, folder)
         key = (manifest["suite"], manifest["scale"])
-        results = grouped.setdefault(
-            key, Results(key[0], key[1], manifest.get("baseline", ""), [], {})
-        )
+        if key not in grouped:
+            grouped[key] = Results(key[0], key[1], manifest.get("baseline", ""), [], {})
+            published, target, source = _published(manifest)
+            grouped[key].published, grouped[key].target = published, target
+            grouped[key].published_from = source
+        results = grouped[key]
         results.manifests.append(manifest)
         results.folders.append(folder.path)
         records = folder.records()
@@ -200,6 +209,29 @@ def load(folders: list[RunFolder]) -> list[Results]:
         for case in results.cases.values():
             case.diverged_seeds = sorted(case.divergences)
     return list(grouped.values())
+
+
+def _published(manifest: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str]:
+    """(published rows, target, where from): the manifest's, or for a folder written before the
+    manifest kept them, the suite file's as it is now (if it still loads), else none."""
+    if "published" in manifest or "target" in manifest:
+        rows = manifest.get("published") or []
+        target = manifest.get("target") or None
+        return [r for r in rows if isinstance(r, dict)], target, "the results manifest"
+    from harness.suite import SuiteError, load_suite
+
+    for source in (manifest.get("suite_file"), manifest["suite"]):
+        if not source:
+            continue
+        try:
+            suite = load_suite(source, manifest["scale"])
+        except SuiteError:
+            continue
+        if suite.name == manifest["suite"]:
+            rows = [p.as_dict() for p in suite.published]
+            target = suite.target.as_dict() if suite.target else None
+            return rows, target, f"{suite.path.name} as it is now (the manifest predates them)"
+    return [], None, ""
 
 
 def _divergence(record: dict[str, Any]) -> dict[str, Any]:
@@ -282,6 +314,7 @@ def timing_rows(results: Results) -> list[dict[str, Any]]:
                 "W": case.case["workers"],
                 "E": case.case["epochs"],
                 "T": case.case["tasks"],
+                "seen_tasks": case.case["workers"] * case.case["epochs"] * case.case["tasks"],
                 "axis": axis,
                 "ratio": ratio,
                 "n_runs": wall.n,
@@ -348,9 +381,36 @@ def ratio_tables(
             mark = "" if status == "complete" else f" [{status.split(' (')[0].split(' in ')[0]}]"
             row_s[axis] = f"{match['wall_s']:.4g} ± {match['wall_ci95_s']:.2g}{mark}"
             row_r[axis] = f"{match['relative_pct']:.0f}{mark}"
+            if axis == "workers":  # W workers side by side: what >= W free cores would take
+                projected = f"{match['projected_s']:.4g} ± {match['projected_ci95_s']:.2g}"
+                row_s[PROJECTED_WORKERS] = projected + mark
+                pct = 100 * match["projected_s"] / base["projected_s"]  # like with like
+                row_r[PROJECTED_WORKERS] = f"{pct:.0f}{mark}"
         seconds.append(row_s)
         relative.append(row_r)
     return seconds, relative
+
+
+def seen_tasks_table(timing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks a run trains on (W x E x T) in the shape of the ratio tables: the thesis' tables
+    compare seconds per run, but a run of 16 workers sees 16 times the tasks of one."""
+    axes = [a for a in RATIO_AXES if any(r["axis"] == a for r in timing)]
+    base = next((r for r in timing if r["axis"] == "baseline"), None)
+    if not axes or base is None:
+        return []
+    ratios = sorted({1.0, *(r["ratio"] for r in timing if r["axis"] in axes)})
+    rows = []
+    for ratio in ratios:
+        row: dict[str, Any] = {"ratio": f"{ratio:g}"}
+        for axis in axes:
+            match = (
+                base
+                if ratio == 1.0
+                else next((r for r in timing if r["axis"] == axis and r["ratio"] == ratio), None)
+            )
+            row[axis] = "-" if match is None else match["seen_tasks"]
+        rows.append(row)
+    return rows
 
 
 def extrapolation_rows(results: Results, n_runs: int) -> list[dict[str, Any]]:
@@ -364,6 +424,8 @@ def extrapolation_rows(results: Results, n_runs: int) -> list[dict[str, Any]]:
                 "n_runs": n_runs,
                 "extrapolated_s": warm.mean + n_runs * wall.mean,
                 "extrapolated_ci95_s": n_runs * wall.ci95,
+                # the thesis' rule (fig. 6.26): (N - 1) x mean, the warm-up left out
+                "thesis_rule_s": (n_runs - 1) * wall.mean,
                 "warmup_s": warm.mean,
             }
         )
@@ -675,16 +737,36 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
     table_63, table_64 = ratio_tables(timing)
     if table_63:
         axes = list(table_63[0])[1:]
-        parts.append("\n## Thesis table 6.3 shape: seconds per run by scaling ratio (mean ± ci95)")
+        projected_note = (
+            f"; '{PROJECTED_WORKERS}': PROJECTED for >= W free cores (dispatch + slowest worker "
+            "+ collect + merge), not measured"
+            if PROJECTED_WORKERS in axes
+            else ""
+        )
+        parts.append(
+            prose(
+                "\n## Thesis table 6.3 shape: seconds per run by scaling ratio (mean ± ci95; "
+                f"measured{projected_note})"
+            )
+        )
         parts.append(table(table_63, ["ratio", *axes], fmt, width))
-        parts.append("\n## Thesis table 6.4 shape: relative to the baseline (%)")
+        parts.append(
+            prose(
+                "\n## Thesis table 6.4 shape: relative to the baseline (%; the projected column "
+                "relative to the baseline's projected time)"
+            )
+        )
         parts.append(table(table_64, ["ratio", *axes], fmt, width))
+        seen = seen_tasks_table(timing)
+        parts.append("\n## Seen tasks per run (W x E x T) by scaling ratio")
+        parts.append(table(seen, list(seen[0]), fmt, width))
     extra = extrapolation_rows(results, n_runs)
-    cols = ["case", "n_runs", "extrapolated_s", "extrapolated_ci95_s", "warmup_s"]
+    cols = ["case", "n_runs", "extrapolated_s", "extrapolated_ci95_s", "thesis_rule_s", "warmup_s"]
     parts.append(
         prose(
-            f"\n## Extrapolated wall time for {n_runs} runs (warm-up + N x mean; "
-            "EXTRAPOLATED, not measured)"
+            f"\n## Extrapolated wall time for {n_runs} runs (EXTRAPOLATED, not measured)\n"
+            f"extrapolated_s (ours): warm-up + {n_runs} x mean run time; thesis_rule_s (thesis "
+            f"fig. 6.26): {n_runs - 1} x mean, no warm-up"
         )
     )
     parts.append(table(extra, cols, fmt, width))
@@ -693,6 +775,8 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
         cols = ["case", "after_runs", "metric", "value", "n", "over", "before_adaptation"]
         parts.append("\n## Validation after adaptation (mean ± ci95, Student t, n-1)")
         parts.append(table(quality, cols, fmt, width, ["before_adaptation", "metric"]))
+        parts.extend(_paper_sections(results, fmt, width, prose))
+    parts.extend(_published_sections(results, fmt, width, prose))
     comparison = comparison_rows(results)
     if comparison:
         cols = list(comparison[0])
@@ -704,6 +788,58 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
         )
         parts.append(table(comparison, cols, fmt, width, COMPARISON_DROP))
     return "\n".join(parts)
+
+
+def _paper_sections(results: Results, fmt: str, width: int | None, prose: Any) -> list[str]:
+    """The paper-format tables (both rules) and time to target."""
+    metric = _metric(results)
+    paper, honest = published.paper_tables(results, metric)
+    parts: list[str] = []
+    if paper:
+        checkpoints = [c for c in paper[0] if c.endswith(" runs")]
+        # on a terminal the middle checkpoints go first; the last one is what a paper quotes
+        drop = [*checkpoints[1:-1], "case"]
+        for title, rows in (
+            (published.PAPER_RULE, paper),
+            (published.HONEST_RULE, honest),
+        ):
+            parts.append(prose(f"\n## Paper format, validation {metric} ({title})"))
+            parts.append(table(rows, list(rows[0]), fmt, width, drop))
+    if results.target:
+        rows = published.time_to_target_rows(results)
+        parts.append(
+            prose(
+                f"\n## Time to target: {published.target_text(results.target)} (wall seconds, "
+                "mean ± ci95 over seeds)\nwall_s: measured, warm-up + timed runs up to the "
+                "target, validation excluded; projected_s: PROJECTED for >= W free cores, not "
+                f"measured; runs: runs done at the target. Interpolated: {published.INTERPOLATION}"
+            )
+        )
+        cols = ["case", "W", "seen_tasks_per_run", "reached", "runs", "wall_s", "wall_ci95_s",
+                "projected_s", "projected_ci95_s", "checkpoint_runs", "checkpoint_wall_s",
+                "notes"]  # fmt: skip
+        drop = ["checkpoint_runs", "checkpoint_wall_s", "seen_tasks_per_run", "projected_ci95_s"]
+        parts.append(table(rows, cols, fmt, width, drop))
+    elif results.cases:
+        parts.append(prose("\ntime to target: the suite sets no [target]"))
+    return parts
+
+
+def _published_sections(results: Results, fmt: str, width: int | None, prose: Any) -> list[str]:
+    rows = published.published_rows(results)
+    if not rows:
+        return []
+    cols = ["source", "case", "metric", "after_runs", "theirs", "ours", "difference", "verdict",
+            "rule"]  # fmt: skip
+    text = (
+        "\n## Published vs measured (verdict: 'agree' when theirs lies in our ci95; ours: mean "
+        "± ci95, Student t, n-1, over seeds for accuracy/loss, over runs for timings; "
+        f"relative_pct against the baseline case {results.baseline})"
+    )
+    if results.published_from:
+        text += f"\npublished numbers from {results.published_from}"
+    drop = ["rule", "source", "metric", "difference", "after_runs"]
+    return [prose(text), table(rows, cols, fmt, width, drop)]
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -726,7 +862,13 @@ def plot(results: Results, out: Path) -> list[Path]:
     """The quality and timing PNGs (those that have something to show)."""
     written = []
     stem = f"{results.suite}-{results.scale}"
-    for name, fig in (("quality", quality_figure(results)), ("timing", timing_figure(results))):
+    figures = (
+        ("quality", quality_figure(results)),
+        ("timing", timing_figure(results)),
+        ("quality-vs-wall", published.quality_vs_wall_figure(results, _metric(results))),
+        ("time-to-target", published.time_to_target_figure(results)),
+    )
+    for name, fig in figures:
         if fig is not None:
             written.append(_save(fig, out / f"{stem}-{name}.png"))
     return written
@@ -837,6 +979,10 @@ def write(results: Results, out: Path, n_runs: int) -> list[Path]:
         "quality": quality_rows(results),
         "comparison": comparison_rows(results),
         "diverged": diverged_rows(results),
+        "published": published.published_rows(results),
+        "paper_rule": published.paper_tables(results, _metric(results))[0],
+        "honest": published.paper_tables(results, _metric(results))[1],
+        "time_to_target": published.time_to_target_rows(results),
     }
     written = []
     md = out / f"{stem}.md"

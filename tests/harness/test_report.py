@@ -71,7 +71,14 @@ def test_ratio_tables_pivot_the_scaling_rows(results: report.Results) -> None:
     timing = report.timing_rows(results)
     seconds, relative = report.ratio_tables(timing)
     assert [r["ratio"] for r in seconds] == ["1", "2"]
-    assert list(seconds[0]) == ["ratio", "workers"]
+    assert list(seconds[0]) == ["ratio", "workers", report.PROJECTED_WORKERS]
     assert relative[0]["workers"] == "100"
     w2 = next(r for r in timing if r["case"] == "w2-e1-t4-sum-o2")
     assert relative[1]["workers"] == f"{w2['relative_pct']:.0f}"
+    assert seconds[1][report.PROJECTED_WORKERS] == (
+        f"{w2['projected_s']:.4g} ± {w2['projected_ci95_s']:.2g}"
+    )
+    assert report.seen_tasks_table(timing) == [
+        {"ratio": "1", "workers": 4},  # W x E x T = 1 x 1 x 4
+        {"ratio": "2", "workers": 8},
+    ]

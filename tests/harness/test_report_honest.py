@@ -361,4 +361,8 @@ def test_quality_plot_legend_says_ci95(diverged: report.Results, tmp_path: Path)
     assert f"not shown, diverged: {W2}" in ax.get_title()
     report._pyplot().close(fig)
     written = report.plot(diverged, tmp_path)
-    assert [p.name for p in written] == ["tiny-smoke-quality.png", "tiny-smoke-timing.png"]
+    assert [p.name for p in written] == [
+        "tiny-smoke-quality.png",
+        "tiny-smoke-timing.png",
+        "tiny-smoke-quality-vs-wall.png",  # no [target] in the manifest: no time-to-target plot
+    ]

@@ -1,0 +1,359 @@
+"""Our numbers beside the published ones, in the paper's format, and time to a target quality.
+
+- *published vs measured*: each ``[[published]]`` row of the suite (kept in the manifest) beside
+  our mean ± ci95 at the same checkpoint, and whether theirs lies in our interval. A paper number
+  is only worth reproducing if the reader can see at a glance where we agree and where not.
+- *paper-format tables*: workers as rows, checkpoints as columns, twice: with the paper's rule
+  (best of the seeds, ci95 over validation tasks: how DMAML's tables were made) and the honest
+  one (mean over seeds, ci95 over seeds, Student t with n-1). The first is narrower and
+  optimistic; showing both says how much of a gap is the rule and how much the method.
+- *time to target*: wall seconds until the validation quality first reaches the suite's target,
+  measured (warm-up + timed runs; validation time excluded) and projected for >= W free cores.
+  Seconds per run alone cannot say whether more workers pay off: W workers see W times the
+  tasks per run and may need fewer runs.
+
+Everything here reads the records a report already loaded (harness.report.Results).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.stats import summarize
+
+if TYPE_CHECKING:
+    from harness.report import CaseResults, Results
+
+PAPER_RULE = "paper's rule: best of seeds, ci95 over validation tasks"
+HONEST_RULE = "honest: mean over seeds, ci95 over seeds (Student t, n-1)"
+INTERPOLATION = (
+    "linear between the last checkpoint short of the target and the first at or past it "
+    "(wall seconds and runs interpolated alike); checkpoint_wall_s: at that first checkpoint"
+)
+
+
+def _final(validation: dict[str, Any], metric: str) -> float:
+    return float(validation[f"{metric}_by_step"][-1])
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a > b if metric == "accuracy" else a < b
+
+
+def seed_runs(case: CaseResults) -> dict[int, dict[int, dict[str, Any]]]:
+    """seed -> run_index -> run record (warm-up = index 0; diverged runs are not in the case's
+    lists, so a diverged seed's runs stop there)."""
+    out: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in (*case.warmups, *case.runs):
+        out[r["seed"]][r["run_index"]] = r
+    return out
+
+
+def cumulative(runs: dict[int, dict[str, Any]], after: int, key: str) -> float:
+    """Sum of ``key`` over runs 0..after-1 (the runs done at checkpoint ``after``); nan when one
+    of them has no record."""
+    if any(i not in runs for i in range(after)):
+        return math.nan
+    return float(sum(runs[i][key] for i in range(after)))
+
+
+def _cell(mean: float, ci95: float, digits: int = 4) -> str:
+    if math.isnan(mean):
+        return "-"
+    if math.isnan(ci95):
+        return f"{mean:.{digits}g}"
+    return f"{mean:.{digits}g} ± {ci95:.2g}"
+
+
+# 1. published vs measured
+
+
+def _ours(results: Results, row: dict[str, Any]) -> tuple[float, float, int, str, str]:
+    """(mean, ci95, n, over, reason not comparable or '') for one published row."""
+    from harness.report import _baseline, _diverged_text
+
+    case = results.cases[row["case"]]
+    metric = row["metric"]
+    if case.divergences:
+        return math.nan, math.nan, 0, "", _diverged_text(case)
+    if metric in ("accuracy", "loss"):
+        after = row.get("after_runs")
+        vals = [v for v in case.validations if v["after_runs"] == after]
+        if not vals:
+            ours = sorted({v["after_runs"] for v in case.validations})
+            at = ", ".join(map(str, ours))
+            return math.nan, math.nan, 0, "", f"no checkpoint at {after} (ours: {at})"
+        s = summarize([_final(v, metric) for v in vals])
+        return s.mean, s.ci95, s.n, "seeds", ""
+    wall = summarize([r["wall_s"] for r in case.runs])
+    if metric == "seconds_per_run":
+        return wall.mean, wall.ci95, wall.n, "runs", ""
+    base = _baseline(results)
+    if base is None:
+        return math.nan, math.nan, 0, "", "no baseline case"
+    b = summarize([r["wall_s"] for r in base.runs])
+    relative = 100.0 * wall.mean / b.mean
+    # first-order (delta-method) propagation of both half-widths into the ratio
+    ci = 100.0 * math.hypot(wall.ci95 / b.mean, wall.mean * b.ci95 / b.mean**2)
+    return relative, ci, min(wall.n, b.n), "runs", ""
+
+
+def published_rows(results: Results) -> list[dict[str, Any]]:
+    """One row per published number: theirs, ours, difference and a verdict: 'agree' (theirs in
+    our ci95), 'differ', 'not run at this scale', 'n too small' (no ci95: fewer than 2 seeds or
+    runs), or why there is nothing to compare (diverged, no such checkpoint)."""
+    rows = []
+    for p in results.published:
+        their_ci = p.get("ci95")
+        theirs = _cell(p["value"], math.nan if their_ci is None else float(their_ci))
+        if p.get("read_off_plot"):
+            theirs += " (read off plot)"
+        row: dict[str, Any] = {
+            "source": p["source"],
+            "case": p["case"],
+            "metric": p["metric"],
+            "after_runs": p.get("after_runs") if p.get("after_runs") is not None else "-",
+            "theirs": theirs,
+            "ours": "-",
+            "difference": math.nan,
+            "verdict": "",
+            "rule": p.get("rule") or "",
+            "theirs_value": p["value"],
+            "theirs_ci95": p.get("ci95"),
+            "ours_mean": math.nan,
+            "ours_ci95": math.nan,
+            "ours_n": 0,
+        }
+        if p["case"] not in results.cases:
+            planned = p["case"] in results.not_run
+            row["verdict"] = "planned, no records yet" if planned else "not run at this scale"
+            rows.append(row)
+            continue
+        mean, ci95, n, over, reason = _ours(results, p)
+        row.update(ours_mean=mean, ours_ci95=ci95, ours_n=n)
+        if reason:
+            row["verdict"] = reason
+        else:
+            row["ours"] = f"{_cell(mean, ci95)} (n={n} {over})"
+            row["difference"] = mean - p["value"]
+            if n < 2 or math.isnan(ci95):
+                row["verdict"] = "n too small"
+            else:
+                row["verdict"] = "agree" if abs(p["value"] - mean) <= ci95 else "differ"
+        rows.append(row)
+    return rows
+
+
+# 2. paper-format tables
+
+
+def _ordered_cases(results: Results) -> list[CaseResults]:
+    cases = list(results.cases.values())
+    return sorted(cases, key=lambda c: (int(c.case["workers"]), cases.index(c)))
+
+
+def paper_tables(
+    results: Results, metric: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(paper's rule, honest) tables: one row per case, W first, one column per checkpoint."""
+    checkpoints = sorted({v["after_runs"] for c in results.cases.values() for v in c.validations})
+    if not checkpoints:
+        return [], []
+    paper, honest = [], []
+    for case in _ordered_cases(results):
+        if not case.validations:
+            continue
+        row_p: dict[str, Any] = {"W": case.case["workers"], "case": case.case_id}
+        row_h = dict(row_p)
+        for after in checkpoints:
+            column = f"{after} runs"
+            vals = [v for v in case.validations if v["after_runs"] == after]
+            if case.divergences:
+                from harness.report import _diverged_text
+
+                row_p[column] = row_h[column] = _diverged_text(case)
+                continue
+            if not vals:
+                row_p[column] = row_h[column] = "-"
+                continue
+            best = vals[0]
+            for v in vals[1:]:
+                if _better(metric, _final(v, metric), _final(best, metric)):
+                    best = v
+            tasks = summarize(best[f"{metric}_final_per_task"])
+            row_p[column] = f"{tasks.format(3)} (seed {best['seed']} of {len(vals)})"
+            seeds = summarize([_final(v, metric) for v in vals])
+            row_h[column] = seeds.format(3) + (" (1 seed: no ci95)" if seeds.n < 2 else "")
+        paper.append(row_p)
+        honest.append(row_h)
+    return paper, honest
+
+
+# 3. time to target
+
+
+def _seed_time(
+    validations: list[dict[str, Any]],
+    runs: dict[int, dict[str, Any]],
+    metric: str,
+    target: float,
+) -> dict[str, float] | None:
+    """When one seed first reached the target (None: not reached at any checkpoint)."""
+    reached = (lambda m: m >= target) if metric == "accuracy" else (lambda m: m <= target)
+    points = sorted((v["after_runs"], _final(v, metric)) for v in validations)
+    for i, (after, value) in enumerate(points):
+        if not reached(value):
+            continue
+        wall = cumulative(runs, after, "wall_s")
+        projected = cumulative(runs, after, "projected_s")
+        out = {"runs": float(after), "wall_s": wall, "projected_s": projected,
+               "checkpoint_runs": float(after), "checkpoint_wall_s": wall}  # fmt: skip
+        if i > 0:
+            before, previous = points[i - 1]
+            frac = (target - previous) / (value - previous) if value != previous else 1.0
+            for key, at in (("wall_s", "wall_s"), ("projected_s", "projected_s")):
+                start = cumulative(runs, before, at)
+                out[key] = start + frac * (out[key] - start)
+            out["runs"] = before + frac * (after - before)
+        return out
+    return None
+
+
+def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
+    """Per case: wall seconds (measured and projected) to the target, mean ± ci95 over the
+    seeds that reached it; 'not reached' (with the best value seen) when none did."""
+    target = results.target
+    if not target:
+        return []
+    metric, value = target["metric"], float(target["value"])
+    rows = []
+    for case in _ordered_cases(results):
+        per_seed = seed_runs(case)
+        by_seed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for v in case.validations:
+            by_seed[v["seed"]].append(v)
+        times = []
+        for seed, vals in by_seed.items():
+            t = _seed_time(vals, per_seed.get(seed, {}), metric, value)
+            if t is not None:
+                times.append(t)
+        row: dict[str, Any] = {
+            "case": case.case_id,
+            "W": case.case["workers"],
+            "seen_tasks_per_run": _seen(case.case),
+            "reached": f"{len(times)}/{len(by_seed)} seeds",
+        }
+        numbers = ("runs", "wall_s", "projected_s", "checkpoint_runs", "checkpoint_wall_s")
+        for key in numbers:
+            s = summarize([t[key] for t in times])
+            row[key] = s.mean
+            if key in ("wall_s", "projected_s"):
+                row[f"{key.removesuffix('_s')}_ci95_s"] = s.ci95
+        notes = []
+        if not times:
+            finals = [_final(v, metric) for v in case.validations]
+            pick = max if metric == "accuracy" else min
+            best = pick(finals, default=math.nan)
+            row["reached"] = "not reached" + (f" (best {best:.3g})" if finals else "")
+        elif len(times) < len(by_seed):
+            notes.append(f"mean over the {len(times)} seeds that reached it")
+        if case.divergences:
+            notes.append("diverged in " + ", ".join(f"seed {s}" for s in sorted(case.divergences)))
+        row["notes"] = "; ".join(notes)
+        rows.append(row)
+    return rows
+
+
+def _seen(case: dict[str, Any]) -> int:
+    """Tasks a run trains on: W workers x E MAML steps x T tasks each."""
+    return int(case["workers"]) * int(case["epochs"]) * int(case["tasks"])
+
+
+def target_text(target: dict[str, Any]) -> str:
+    sign = ">=" if target["metric"] == "accuracy" else "<="
+    return f"validation {target['metric']} {sign} {target['value']:g}"
+
+
+# figures
+
+
+def time_to_target_figure(results: Results) -> Any:
+    """Measured and projected seconds to the target per case, ci95 error bars; cases that did
+    not reach it are named in the title. None without a target or when no case reached it."""
+    from harness.report import _pyplot
+
+    rows = [r for r in time_to_target_rows(results) if not math.isnan(r["wall_s"])]
+    if not rows or not results.target:
+        return None
+    missed = [r["case"] for r in time_to_target_rows(results) if math.isnan(r["wall_s"])]
+    fig, ax = _pyplot().subplots(figsize=(max(6.0, 1.2 * len(rows) + 2), 4.4))
+    position = np.arange(len(rows))
+    series = (
+        ("wall", "measured (warm-up + runs; validation excluded)"),
+        ("projected", "projected for >= W free cores (not measured)"),
+    )
+    for (key, label), shift in zip(series, (-0.2, 0.2), strict=True):
+        ax.bar(
+            position + shift,
+            [r[f"{key}_s"] for r in rows],
+            0.4,
+            yerr=np.nan_to_num([r[f"{key}_ci95_s"] for r in rows]),
+            capsize=3,
+            label=label,
+        )
+    ax.set_xticks(
+        position, [textwrap.fill(f"{r['case']} ({r['reached']})", 16) for r in rows], fontsize=7
+    )
+    ax.set_ylabel("wall seconds to reach the target")
+    ax.legend(
+        fontsize=7,
+        title="error bars: ci95 over seeds (Student t, n-1);\ninterpolated between checkpoints",
+        title_fontsize=7,
+    )
+    title = f"{results.suite} ({results.scale}): time to {target_text(results.target)}"
+    if missed:
+        title += "\nnot reached: " + ", ".join(missed)
+    ax.set_title("\n".join(textwrap.fill(t, 90) for t in title.split("\n")), fontsize=9)
+    return fig
+
+
+def quality_vs_wall_figure(results: Results, metric: str) -> Any:
+    """Validation metric against cumulative wall seconds (mean over seeds, checkpoint by
+    checkpoint), the target as a dashed line: which case gets good fastest. None without
+    validation."""
+    from harness.report import _pyplot
+
+    lines = []
+    for case in _ordered_cases(results):
+        if case.divergences or not case.validations:
+            continue
+        runs = seed_runs(case)
+        by_after: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for v in case.validations:
+            wall = cumulative(runs.get(v["seed"], {}), v["after_runs"], "wall_s")
+            if not math.isnan(wall):
+                by_after[v["after_runs"]].append((wall, _final(v, metric)))
+        points = [
+            (float(np.mean([w for w, _ in p])), float(np.mean([m for _, m in p])))
+            for _, p in sorted(by_after.items())
+        ]
+        if points:
+            lines.append((case.case_id, points))
+    if not lines:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    for case_id, points in lines:
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=case_id)
+    if results.target and results.target["metric"] == metric:
+        ax.axhline(results.target["value"], color="k", linestyle="--", linewidth=1,
+                   label=f"target: {target_text(results.target)}")  # fmt: skip
+    ax.set_xlabel("cumulative wall seconds (warm-up + runs; validation excluded)")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"{results.suite} ({results.scale}): quality against wall time", fontsize=9)
+    ax.legend(fontsize=7, title="mean over seeds at each checkpoint", title_fontsize=7)
+    return fig
