@@ -116,6 +116,11 @@ def test_published_vs_ours_verdicts(results: report.Results) -> None:
     assert first["ours"] == "0.6 ± 0.25 (n=3 seeds)"
     assert rows[1]["theirs"] == "1 ± 0.01 (read off plot)"
     assert rows[3]["ours_mean"] == pytest.approx(200.0) and rows[3]["ours_ci95"] == 0.0
+    # timings also against the projected times (timed runs project to half their wall time)
+    assert rows[3]["ours_projected"] == "200 ± 0 (n=3 runs)"
+    assert [r["verdict_projected"] for r in rows[3:5]] == ["agree", "differ"]
+    assert rows[7]["ours_projected"] == "0.25 ± 0 (n=9 runs)"
+    assert rows[0]["ours_projected"] == "-" and rows[0]["verdict_projected"] == ""
 
     text = report.render(results, 1000)
     assert "## Published vs measured" in text
