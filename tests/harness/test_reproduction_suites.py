@@ -17,7 +17,7 @@ REPRODUCTIONS: dict[str, tuple[int, int, int]] = {
     "thesis_impl_miniimagenet": (1, 1, 1),  # fig 6.2
     "thesis_impl_sinusoid": (1, 1, 1),  # fig 6.3
     "thesis_beta_omniglot": (4, 8, 8),  # figs 6.5/6.6
-    "thesis_beta_miniimagenet": (4, 8, 8),  # figs 6.7/6.8
+    "thesis_beta_miniimagenet": (4, 4, 8),  # figs 6.7/6.8
     "thesis_beta_sinusoid": (4, 8, 8),  # figs 6.9/6.10
     "thesis_workers_omniglot": (2, 4, 5),  # figs 6.11/6.12
     "thesis_workers_miniimagenet": (2, 2, 3),  # fig 6.13
