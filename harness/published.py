@@ -275,7 +275,7 @@ def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
             best = pick(finals, default=math.nan)
             row["reached"] = "not reached" + (f" (best {best:.3g})" if finals else "")
         elif len(times) < len(by_seed):
-            notes.append(f"mean over the {len(times)} seeds that reached it")
+            notes.append(f"mean of the {len(times)} seeds reaching it")
         if case.divergences:
             notes.append("diverged in " + ", ".join(f"seed {s}" for s in sorted(case.divergences)))
         row["notes"] = "; ".join(notes)

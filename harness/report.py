@@ -818,7 +818,8 @@ def _paper_sections(results: Results, fmt: str, width: int | None, prose: Any) -
         cols = ["case", "W", "seen_tasks_per_run", "reached", "runs", "wall_s", "wall_ci95_s",
                 "projected_s", "projected_ci95_s", "checkpoint_runs", "checkpoint_wall_s",
                 "notes"]  # fmt: skip
-        drop = ["checkpoint_runs", "checkpoint_wall_s", "seen_tasks_per_run", "projected_ci95_s"]
+        drop = ["checkpoint_runs", "checkpoint_wall_s", "seen_tasks_per_run", "projected_ci95_s",
+                "runs"]  # fmt: skip
         parts.append(table(rows, cols, fmt, width, drop))
     elif results.cases:
         parts.append(prose("\ntime to target: the suite sets no [target]"))
