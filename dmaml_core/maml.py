@@ -11,13 +11,17 @@ Tasks are stacked on a leading axis and the model runs all per-task weight copie
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
-from dmaml_core.models import Model, NumpyWeights, Weights
+from dmaml_core import layouts
+from dmaml_core.layouts import LayoutChoice
+from dmaml_core.models import LAYOUTS, Model, NumpyWeights, Weights, grouped_conv_gradient_available
 from dmaml_core.optim import AdamState, adam_init, adam_update
 from dmaml_core.types import LossKind as LossKind  # re-exported: the domains' loss kinds
 from dmaml_core.types import Tasks as Tasks  # re-exported: the meta-batch type
@@ -176,36 +180,180 @@ def _as_tensors(tasks: Tasks) -> Tasks:
     return Tasks(*(tf.convert_to_tensor(a) for a in tasks))
 
 
+# Most tasks per traced call for a model with layouts (``ConvNet``): a meta-batch of more tasks runs
+# as equal chunks through the same graph and the chunks' meta-gradients are added up (tasks are
+# independent, so the sum is the meta-gradient), which keeps tracing from growing with T.
+CHUNK_TASKS = 32
+
+
+def chunk_sizes(n_tasks: int, most: int | None = None) -> list[int]:
+    """``n_tasks`` split into the fewest chunks of at most ``most`` (default ``CHUNK_TASKS``), as
+    equal as possible (at most two sizes, hence at most two traced shapes)."""
+    count = -(-n_tasks // (CHUNK_TASKS if most is None else most))
+    base, extra = divmod(n_tasks, count)
+    return [base + 1] * extra + [base] * (count - extra)
+
+
+def layout_candidates(order: int, grouped_ok: bool) -> list[str]:
+    """The layouts worth timing, cheapest to trace first (the search budget may stop before the
+    last). Per-task chains everywhere are left out for second order: their gradient-of-gradient
+    traced for 17 s at T = 32; "auto" already runs them where a pass is differentiated once."""
+    names = ["grouped"] if grouped_ok else []
+    return [*names, "task_channels", "auto" if order == 2 else "per_task"]
+
+
+class _Functions:
+    """The traced functions of one model variant (one layout)."""
+
+    def __init__(self, model: Model, cfg: MamlConfig, reduce_retracing: bool) -> None:
+        opts = {"jit_compile": cfg.jit_compile, "reduce_retracing": reduce_retracing}
+        self.step = tf.function(lambda p, s, t: meta_step(model, cfg, p, s, t), **opts)
+        self.grads = tf.function(lambda p, t: meta_gradients(model, cfg, p, t), **opts)
+        self.validate = tf.function(
+            lambda p, t, steps: validation_curves(model, cfg, p, t, steps),
+            reduce_retracing=reduce_retracing,
+        )
+
+    def tracing_count(self) -> int:
+        return sum(
+            f.experimental_get_tracing_count() for f in (self.step, self.grads, self.validate)
+        )
+
+
 class CompiledMaml:
     """The functions above, compiled once for one (model, config) pair.
 
     Tracing happens on the first call (the warm-up run); later calls with the same shapes reuse the
     graph. Parameters stay TensorFlow tensors between steps; convert with ``to_numpy`` at the edges.
+
+    A model with layouts (``ConvNet`` outside XLA) runs in chunks of at most ``CHUNK_TASKS`` tasks,
+    and on the first call per chunk shape the layout is chosen (``dmaml_core.layouts``: forced by
+    ``DMAML_LAYOUT``, cached on disk, or measured); ``layout`` says which ran and why. Its traced
+    functions never generalise a shape (no ``reduce_retracing``): an unknown task count would send
+    ``ConvNet`` down its slow reference path.
     """
 
     def __init__(self, model: Model, cfg: MamlConfig) -> None:
         self.model = model
         self.cfg = cfg
-        compile_opts = {"jit_compile": cfg.jit_compile, "reduce_retracing": True}
-        self._step = tf.function(lambda p, s, t: meta_step(model, cfg, p, s, t), **compile_opts)
-        self._grads = tf.function(lambda p, t: meta_gradients(model, cfg, p, t), **compile_opts)
+        self.has_layouts = isinstance(getattr(model, "layout", None), str) and not cfg.jit_compile
+        self._functions: dict[str | None, _Functions] = {}
+        self._default = self._fns(None)
         self._apply_grads = tf.function(
-            lambda g, s, p: adam_update(g, s, p, cfg.beta), **compile_opts
+            lambda g, s, p: adam_update(g, s, p, cfg.beta),
+            jit_compile=cfg.jit_compile,
+            reduce_retracing=True,
         )
-        self._validate = tf.function(
-            lambda p, t, steps: validation_curves(model, cfg, p, t, steps), reduce_retracing=True
+        self.choices: dict[tuple[tuple[int, ...], ...], LayoutChoice] = {}
+        self.layout: LayoutChoice | None = None  # the layout of the latest step / gradients call
+        self.chunk_tasks: int | None = None  # most tasks per traced call; None: CHUNK_TASKS
+
+    def _fns(self, layout: str | None) -> _Functions:
+        if layout not in self._functions:
+            model = self.model
+            if layout is not None and layout != getattr(model, "layout", None):
+                model = dataclasses.replace(model, layout=layout)  # type: ignore[type-var]
+            self._functions[layout] = _Functions(model, self.cfg, not self.has_layouts)
+        return self._functions[layout]
+
+    def tracing_count(self) -> int:
+        """Traces so far, all layouts (a call that leaves it unchanged reused a traced graph)."""
+        return self._apply_grads.experimental_get_tracing_count() + sum(
+            f.tracing_count() for f in self._functions.values()
         )
 
     def init_optimizer(self, params: NumpyWeights | Weights) -> AdamState:
         return adam_init(params)
 
+    def _chunks(self, tasks: Tasks) -> tuple[list[Tasks], list[int]]:
+        sizes = chunk_sizes(int(tasks.support_x.shape[0]), self.chunk_tasks)
+        if len(sizes) == 1:
+            return [tasks], sizes
+        parts = [tf.split(a, sizes, axis=0) for a in tasks]
+        return [Tasks(*p) for p in zip(*parts, strict=True)], sizes
+
+    def choose(self, params: Weights, chunk: Tasks) -> LayoutChoice:
+        """The layout for this chunk shape (forced, cached on disk, or measured on ``chunk``)."""
+        key = tuple(tuple(int(d) for d in a.shape) for a in chunk)
+        if key in self.choices:
+            return self.choices[key]
+        model_layout = str(getattr(self.model, "layout", "auto"))
+        forced = layouts.forced_layout(LAYOUTS)
+        order = 1 if self.cfg.order == 1 else 2
+        candidates = layout_candidates(order, grouped_conv_gradient_available())
+        if forced is not None:
+            choice = LayoutChoice(forced, "forced", detail="DMAML_LAYOUT")
+        elif model_layout != "auto":
+            choice = LayoutChoice(model_layout, "forced", detail="the model's layout field")
+        else:
+            problem = {
+                "model": repr(self.model),
+                "cfg": [self.cfg.order, self.cfg.inner_steps, self.cfg.loss, self.cfg.aggregation],
+                "shapes": key,
+                "candidates": candidates,
+            }
+            cache_key = layouts.cache_key(problem)
+            entry = layouts.cached_choice(cache_key)
+            if entry is not None and entry["layout"] in candidates:
+                choice = LayoutChoice(
+                    entry["layout"],
+                    "cached",
+                    tuple(candidates),
+                    dict(entry.get("median_ms", {})),
+                    dict(entry.get("dropped", {})),
+                    detail=str(layouts.cache_path()),
+                )
+            else:
+
+                def prepare(name: str) -> Callable[[], list[np.ndarray]]:
+                    fns = self._fns(name)
+
+                    def run() -> list[np.ndarray]:
+                        grads, metrics = fns.grads(list(params), chunk)
+                        return [metrics.loss_sum.numpy()] + [g.numpy() for g in grads]
+
+                    return run
+
+                choice = layouts.search(candidates, prepare)
+                if choice.why == "measured":
+                    layouts.store_choice(cache_key, choice)
+        self.choices[key] = choice
+        return choice
+
+    def _gradients(self, params: Weights, tasks: Tasks) -> tuple[Weights, StepMetrics]:
+        chunks, sizes = self._chunks(_as_tensors(tasks))
+        self.layout = choice = self.choose(params, chunks[0])
+        fns = self._fns(choice.layout)
+        if len(chunks) == 1:
+            return fns.grads(list(params), chunks[0])  # type: ignore[no-any-return]
+        total = sum(sizes)
+        summed: Weights | None = None
+        loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
+        for chunk, size in zip(chunks, sizes, strict=True):
+            grads, metrics = fns.grads(list(params), chunk)
+            if self.cfg.aggregation == "mean":  # chunk means -> the mean over all tasks
+                grads = [g * (size / total) for g in grads]
+            summed = (
+                grads if summed is None else [a + g for a, g in zip(summed, grads, strict=True)]
+            )
+            loss_sum += metrics.loss_sum
+            correct += metrics.accuracy * size
+        assert summed is not None
+        return summed, StepMetrics(loss_sum, correct / total)
+
     def step(
         self, params: Weights, opt_state: AdamState, tasks: Tasks
     ) -> tuple[Weights, AdamState, StepMetrics]:
-        return self._step(list(params), opt_state, _as_tensors(tasks))  # type: ignore[no-any-return]
+        if not self.has_layouts:
+            return self._default.step(list(params), opt_state, _as_tensors(tasks))  # type: ignore[no-any-return]
+        grads, metrics = self._gradients(params, tasks)
+        new_params, new_state = self.apply_gradients(grads, opt_state, params)
+        return new_params, new_state, metrics
 
     def gradients(self, params: Weights, tasks: Tasks) -> tuple[Weights, StepMetrics]:
-        return self._grads(list(params), _as_tensors(tasks))  # type: ignore[no-any-return]
+        if not self.has_layouts:
+            return self._default.grads(list(params), _as_tensors(tasks))  # type: ignore[no-any-return]
+        return self._gradients(params, tasks)
 
     def apply_gradients(
         self, grads: Weights, opt_state: AdamState, params: Weights
@@ -213,8 +361,17 @@ class CompiledMaml:
         return self._apply_grads(list(grads), opt_state, list(params))  # type: ignore[no-any-return]
 
     def validate(self, params: Weights, tasks: Tasks, steps: int) -> tuple[np.ndarray, np.ndarray]:
-        losses, accuracy = self._validate(list(params), _as_tensors(tasks), steps)
-        return losses.numpy(), accuracy.numpy()
+        """Validation curves; a model with layouts runs them in chunks, in the layout forced by
+        ``DMAML_LAYOUT`` or else its own (they are first order: no search for them)."""
+        if not self.has_layouts:
+            losses, accuracy = self._default.validate(list(params), _as_tensors(tasks), steps)
+            return losses.numpy(), accuracy.numpy()
+        fns = self._fns(layouts.forced_layout(LAYOUTS))
+        chunks, _ = self._chunks(_as_tensors(tasks))
+        parts = [fns.validate(list(params), chunk, steps) for chunk in chunks]
+        losses = np.concatenate([p[0].numpy() for p in parts], axis=1)
+        accuracy = np.concatenate([p[1].numpy() for p in parts], axis=1)
+        return losses, accuracy
 
 
 def to_tensors(weights: NumpyWeights | Weights) -> Weights:

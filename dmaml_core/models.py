@@ -25,12 +25,22 @@ native or exact:
   ``FusedBatchNormV3`` over ``T * C`` channels. Used where second derivatives are taken
   (``twice_differentiated``, second-order MAML's inner step): one gradient-of-gradient per layer.
 
-``tests/dmaml_core/test_fast_convnet.py`` checks all three agree to second order. Under XLA the
+- ``apply_grouped``: the same channel layout, but each layer is ONE grouped ``conv2d`` (tasks as
+  channel groups), so tracing does not grow with T. TensorFlow has a CPU gradient for grouped convs
+  only through oneDNN (``grouped_conv_gradient_available``); how fast it is depends on the machine.
+
+Which fast layout runs is ``ConvNet.layout`` (``LAYOUTS``): ``"auto"`` is per-task chains for passes
+differentiated once and task channels where second derivatives are taken; the others force one
+implementation everywhere. ``dmaml_core.layouts`` times the candidates on the actual shapes and
+picks the fastest (per machine, cached on disk); the default stays ``"auto"``.
+
+``tests/dmaml_core/test_fast_convnet.py`` checks all of them agree to second order. Under XLA the
 per-task unrolled graph compiles for minutes, hence the reference path there.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +52,13 @@ Weights = list[tf.Tensor]
 NumpyWeights = list[np.ndarray]
 
 BN_EPSILON = 1e-3
+
+# ConvNet.layout values. "auto": per-task chains where a pass is differentiated once, task channels
+# where twice (the default). "reference" is the im2col path in float32 (slow, but its tracing does
+# not grow with T and it runs everywhere, XLA included).
+LAYOUTS = ("auto", "per_task", "task_channels", "grouped", "reference")
+# Layouts whose graph holds one op chain per task: tracing time grows linearly with T.
+UNROLLED_LAYOUTS = frozenset({"auto", "per_task", "task_channels"})
 
 
 class Model(Protocol):
@@ -168,6 +185,11 @@ class ConvNet:
     stride: int = 2
     max_pool: bool = False
     blocks: int = 4
+    layout: str = "auto"  # one of LAYOUTS: which fast implementation ``apply`` runs
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
 
     def feature_size(self) -> int:
         side = self.image_size
@@ -196,9 +218,11 @@ class ConvNet:
     ) -> tf.Tensor:
         """``x``: [T, N, H, W, C] images -> [T, N, n_way] logits."""
         x = tf.convert_to_tensor(x)
-        if not use_fast_convnet(x):
+        if not use_fast_convnet(x) or self.layout == "reference":
             return self.apply_reference(weights, x)
-        if twice_differentiated:
+        if self.layout == "grouped":
+            return self.apply_grouped(weights, x)
+        if self.layout == "task_channels" or (self.layout == "auto" and twice_differentiated):
             return self.apply_task_channels(weights, x)
         return self.apply_per_task(weights, x)
 
@@ -278,6 +302,70 @@ class ConvNet:
         )
         w, b = weights[-2], weights[-1]
         return tf.matmul(flat, w) + b[:, None, :]
+
+    def apply_grouped(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+        """Float32, static task count: one grouped conv per layer, tasks as channel groups.
+
+        Activations are ``[N, H, W, T * C]`` as in ``apply_task_channels``, but the T convs of a
+        layer are one ``conv2d`` whose filter ``[3, 3, C_in, T * C_out]`` has T groups, so the graph
+        (and its tracing time) does not grow with T. Its gradient on CPU needs oneDNN (see
+        ``grouped_conv_gradient_available``)."""
+        n_tasks = int(x.shape[0])
+        h = tf.transpose(x, [1, 2, 3, 0, 4])  # [N, H, W, T, C]
+        shape = tf.shape(h)
+        h = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], -1]))  # channel block t: task t
+        for i in range(self.blocks):
+            kernel, scale, offset = weights[3 * i : 3 * i + 3]
+            c_in, c_out = int(kernel.shape[3]), int(kernel.shape[4])
+            # [T, 3, 3, C_in, C_out] -> [3, 3, C_in, T * C_out]: output block t is task t's filter
+            grouped = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, c_in, -1])
+            if n_tasks == 1 or c_in > 1:
+                h = tf.nn.conv2d(h, grouped, self.stride, "SAME")
+            else:  # one input channel per task: a depthwise conv (native gradient everywhere)
+                depthwise = tf.reshape(kernel, [n_tasks, 3, 3, c_out])
+                depthwise = tf.transpose(depthwise, [1, 2, 0, 3])  # [3, 3, T, C_out]
+                h = tf.nn.depthwise_conv2d(h, depthwise, [1, self.stride, self.stride, 1], "SAME")
+            h, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                h,
+                tf.reshape(scale, [-1]),
+                tf.reshape(offset, [-1]),
+                epsilon=BN_EPSILON,
+                is_training=True,
+            )
+            h = tf.nn.relu(h)
+            if self.max_pool:
+                h = tf.nn.max_pool2d(h, 2, 2, "VALID")
+        shape = tf.shape(h)
+        per_task = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], n_tasks, self.filters]))
+        flat = tf.reshape(
+            tf.transpose(per_task, [3, 0, 1, 2, 4]), tf.stack([n_tasks, shape[0], -1])
+        )
+        w, b = weights[-2], weights[-1]
+        return tf.matmul(flat, w) + b[:, None, :]
+
+
+def grouped_conv_gradient_available() -> bool:
+    """Whether a grouped ``conv2d`` can be differentiated twice here: TensorFlow's CPU kernels
+    refuse its backward ("Gradients for grouped convolutions are not supported on CPU") unless
+    oneDNN is on; GPUs have it. Probed once per process with a tiny second-order gradient."""
+    return _grouped_probe()
+
+
+@functools.cache
+def _grouped_probe() -> bool:
+    x = tf.ones([1, 4, 4, 4])
+    k = tf.ones([3, 3, 2, 4])
+    try:
+        with tf.GradientTape() as outer:
+            outer.watch(k)
+            with tf.GradientTape() as inner:
+                inner.watch(k)
+                y = tf.reduce_sum(tf.square(tf.nn.conv2d(x, k, 2, "SAME")))
+            g = inner.gradient(y, k)
+            z = tf.reduce_sum(tf.square(g))
+        return bool(np.isfinite(outer.gradient(z, k).numpy()).all())
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+        return False
 
 
 def use_fast_convnet(x: tf.Tensor) -> bool:

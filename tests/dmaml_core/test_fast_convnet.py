@@ -1,10 +1,11 @@
-"""The fast ``ConvNet`` paths (per-task native convs and fused batch norm, in the per-task and the
-task-channels layout) against the reference path (im2col, hand-written batch norm): same outputs,
-same second derivatives, same first- and second-order MAML gradients.
+"""The fast ``ConvNet`` paths (per-task native convs and fused batch norm, in the per-task, the
+task-channels and the grouped-conv layout) against the reference path (im2col, hand-written batch
+norm): same outputs, same second derivatives, same first- and second-order MAML gradients.
 
 The fast path is float32 only, so it is compared with the reference path run in float64; the
 reference path itself is checked against finite differences in ``test_maml.py``."""
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from dmaml_core.maml import MamlConfig, Tasks, meta_gradients
-from dmaml_core.models import ConvNet, use_fast_convnet
+from dmaml_core.models import ConvNet, grouped_conv_gradient_available, use_fast_convnet
 
 NETS = [
     ConvNet(n_way=3, image_size=7, channels=2, filters=4, stride=2, blocks=2),
@@ -49,11 +50,24 @@ def _weights(net: ConvNet, n_tasks: int, dtype: tf.DType, seed: int = 0) -> list
     return out
 
 
-LAYOUTS = ["per_task", "task_channels"]
+LAYOUTS = ["per_task", "task_channels", "grouped"]
+# grouped convs have a CPU gradient only through oneDNN: their derivative tests need it
+NEEDS_GROUPED_GRADIENT = pytest.mark.skipif(
+    not grouped_conv_gradient_available(), reason="no grouped-conv gradient here (oneDNN off)"
+)
+DIFF_LAYOUTS = [
+    "per_task",
+    "task_channels",
+    pytest.param("grouped", marks=NEEDS_GROUPED_GRADIENT),
+]
 
 
 def _fast_apply(net: ConvNet, layout: str) -> Callable[[list[tf.Tensor], tf.Tensor], tf.Tensor]:
-    return net.apply_per_task if layout == "per_task" else net.apply_task_channels
+    return {
+        "per_task": net.apply_per_task,
+        "task_channels": net.apply_task_channels,
+        "grouped": net.apply_grouped,
+    }[layout]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -68,9 +82,11 @@ def test_fast_forward_matches_reference(net: ConvNet, layout: str) -> None:
     np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)
     twice = layout == "task_channels"
     np.testing.assert_allclose(net.apply(weights, x, twice_differentiated=twice).numpy(), fast)
+    forced = dataclasses.replace(net, layout=layout)
+    np.testing.assert_allclose(forced.apply(weights, x, twice_differentiated=not twice), fast)
 
 
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout", DIFF_LAYOUTS)
 @pytest.mark.parametrize("net", NETS, ids=IDS)
 def test_fast_input_and_weight_hessian_vector_products_match_reference(
     net: ConvNet, layout: str
@@ -100,9 +116,13 @@ def test_fast_input_and_weight_hessian_vector_products_match_reference(
         np.testing.assert_allclose(f, r, rtol=2e-3, atol=2e-3 * np.abs(r).max())
 
 
+@pytest.mark.parametrize("layout", ["auto", *DIFF_LAYOUTS])
 @pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("net", NETS, ids=IDS)
-def test_fast_meta_gradients_match_reference(net: ConvNet, order: int) -> None:
+def test_fast_meta_gradients_match_reference(net: ConvNet, order: int, layout: str) -> None:
+    """Every layout, forced through the model's ``layout`` field, against the float64 reference
+    (float64 always takes the reference path), first and second order."""
+    net = dataclasses.replace(net, layout=layout)
     cfg = MamlConfig(alpha=0.1, order=order, loss="xent")  # type: ignore[arg-type]
     tasks = _tasks(net, 3, 4, seed=5)
     params32 = [tf.constant(w) for w in net.init(6)]

@@ -1,0 +1,147 @@
+"""The measured layout choice (``dmaml_core.layouts``) and the chunked meta step of
+``CompiledMaml``: the search keeps the fastest candidate that agrees, the choice is cached on disk
+and reused, ``DMAML_LAYOUT`` forces one, and chunks of tasks add up to the meta-gradient of the
+whole meta-batch (checked against the float64 reference path in one piece)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dmaml_core import layouts, maml
+from dmaml_core.maml import CompiledMaml, MamlConfig, Tasks, chunk_sizes, meta_gradients
+from dmaml_core.models import ConvNet
+
+NET = ConvNet(n_way=2, image_size=6, channels=1, filters=3, stride=2, blocks=2)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    path = tmp_path / "layouts.json"
+    monkeypatch.setenv("DMAML_LAYOUT_CACHE", str(path))
+    monkeypatch.delenv("DMAML_LAYOUT", raising=False)
+    return path
+
+
+def _tasks(n_tasks: int, dtype: tf.DType = tf.float32, seed: int = 0) -> Tasks:
+    rng = np.random.default_rng(seed)
+    shape = (n_tasks, 4, NET.image_size, NET.image_size, NET.channels)
+    labels = np.tile(np.arange(4) % NET.n_way, (n_tasks, 1)).astype(np.int32)
+    return Tasks(
+        tf.constant(rng.standard_normal(shape), dtype),
+        tf.constant(labels),
+        tf.constant(rng.standard_normal(shape), dtype),
+        tf.constant(labels),
+    )
+
+
+def test_chunk_sizes_are_few_and_nearly_equal() -> None:
+    assert chunk_sizes(32) == [32]
+    assert chunk_sizes(33) == [17, 16]
+    assert chunk_sizes(512) == [32] * 16
+    assert chunk_sizes(100) == [25] * 4
+    for n in range(1, 200):
+        sizes = chunk_sizes(n)
+        assert sum(sizes) == n and max(sizes) <= maml.CHUNK_TASKS and len(set(sizes)) <= 2
+
+
+def _sleeper(
+    seconds: dict[str, float], outputs: dict[str, float]
+) -> Callable[[str], Callable[[], list[np.ndarray]]]:
+    def prepare(name: str) -> Callable[[], list[np.ndarray]]:
+        def run() -> list[np.ndarray]:
+            time.sleep(seconds[name])
+            return [np.array([outputs.get(name, 1.0)])]
+
+        return run
+
+    return prepare
+
+
+def test_search_keeps_the_fastest_that_agrees() -> None:
+    seconds = {"slow": 0.03, "fast": 0.005, "wrong": 0.0}
+    choice = layouts.search(["slow", "fast", "wrong"], _sleeper(seconds, {"wrong": 2.0}))
+    assert choice.layout == "fast" and choice.why == "measured"
+    assert "disagree" in choice.dropped["wrong"]
+    assert set(choice.median_ms) == {"slow", "fast"}  # every tried candidate's time is reported
+    assert choice.median_ms["slow"] > choice.median_ms["fast"]
+
+
+def test_search_stops_trying_candidates_past_its_budget() -> None:
+    seconds = {"a": 0.02, "b": 0.0}
+    choice = layouts.search(["a", "b"], _sleeper(seconds, {}), budget_s=0.01)
+    assert choice.layout == "a"
+    assert "budget" in choice.dropped["b"]
+    only = layouts.search(["a"], _sleeper(seconds, {}))
+    assert only.why == "only candidate" and only.layout == "a"
+
+
+def test_choice_is_measured_then_cached_then_forced(
+    _own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = MamlConfig(alpha=0.1, order=1, loss="xent")
+    params = [tf.constant(w) for w in NET.init(0)]
+    tasks = _tasks(3)
+    first = CompiledMaml(NET, cfg)
+    grads, _ = first.gradients(params, tasks)
+    assert first.layout is not None and first.layout.why == "measured"
+    assert _own_cache.exists()
+    assert first.layout.layout in first.layout.candidates
+
+    second = CompiledMaml(NET, cfg)  # a later process: same machine, shapes and config
+    again, _ = second.gradients(params, tasks)
+    assert second.layout is not None and second.layout.why == "cached"
+    assert second.layout.layout == first.layout.layout
+    for a, b in zip(grads, again, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    monkeypatch.setenv("DMAML_LAYOUT", "reference")
+    forced = CompiledMaml(NET, cfg)
+    forced.gradients(params, tasks)
+    assert forced.layout is not None and forced.layout.why == "forced"
+    assert forced.layout.layout == "reference"
+
+    monkeypatch.setenv("DMAML_LAYOUT", "no_such_layout")
+    with pytest.raises(ValueError, match="DMAML_LAYOUT"):
+        CompiledMaml(NET, cfg).gradients(params, tasks)
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "mean"])
+@pytest.mark.parametrize("order", [1, 2])
+def test_chunked_meta_gradients_match_the_whole_batch_in_float64(
+    monkeypatch: pytest.MonkeyPatch, order: int, aggregation: str
+) -> None:
+    """5 tasks in chunks of 3 + 2 (float32, fast layouts) == all 5 at once (float64 reference),
+    to second order; the Adam step on top is the same function either way."""
+    monkeypatch.setattr(maml, "CHUNK_TASKS", 3)
+    cfg = MamlConfig(alpha=0.1, order=order, loss="xent", aggregation=aggregation)  # type: ignore[arg-type]
+    compiled = CompiledMaml(NET, cfg)
+    params = [tf.constant(w) for w in NET.init(1)]
+    grads, metrics = compiled.gradients(params, _tasks(5, seed=2))
+    params64 = [tf.constant(w.astype(np.float64)) for w in NET.init(1)]
+    whole = tf.function(lambda p, t: meta_gradients(NET, cfg, p, t))
+    ref_grads, ref_metrics = whole(params64, _tasks(5, tf.float64, seed=2))
+    np.testing.assert_allclose(metrics.loss_sum, ref_metrics.loss_sum, rtol=1e-4)
+    np.testing.assert_allclose(metrics.accuracy, ref_metrics.accuracy, atol=1e-6)
+    for g, r in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(g, r, rtol=2e-3, atol=2e-3 * np.abs(r.numpy()).max())
+    traced = compiled.tracing_count()
+    compiled.gradients(params, _tasks(5, seed=3))
+    assert compiled.tracing_count() == traced  # same shapes: the traced graphs are reused
+
+
+def test_chunked_validation_matches_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = MamlConfig(alpha=0.1, order=1, loss="xent")
+    params = [tf.constant(w) for w in NET.init(2)]
+    tasks = _tasks(5, seed=4)
+    whole = CompiledMaml(NET, cfg).validate(params, tasks, 2)
+    monkeypatch.setattr(maml, "CHUNK_TASKS", 2)
+    chunked = CompiledMaml(NET, cfg).validate(params, tasks, 2)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.shape == (3, 5)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
