@@ -264,13 +264,31 @@ def _before(record: dict[str, Any], from_run: int) -> bool:
     return False
 
 
+def _restored_within(own: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One attempt's records without the runs and validations that a restore inside it (a
+    ``case_resume`` with ``after_failure``: a lost worker, see the runner) re-did."""
+    kept: list[dict[str, Any]] = []
+    for r in own:
+        if r.get("kind") == "case_resume" and r.get("after_failure"):
+            from_run = int(r["from_run"])
+            kept = [
+                k
+                for k in kept
+                if k.get("kind") not in ("run", "validation") or _before(k, from_run)
+            ]
+        kept.append(r)
+    return kept
+
+
 def select_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records that count, per (case, seed): the latest attempt's, and when that attempt
     resumed from a checkpoint (a ``case_resume`` record with ``from_run``), also the runs and
     validations before ``from_run`` that the attempts it continues recorded - so runs re-done after
     the checkpoint are counted once (the latest write wins). Carried records get the latest
     attempt's number (the one their ``case_start`` carries) and keep theirs as
-    ``recorded_attempt``. Records without a case id are passed through first."""
+    ``recorded_attempt``. A restore inside an attempt after a lost worker (``case_resume`` with
+    ``after_failure``) likewise drops that attempt's own records from its ``from_run`` on.
+    Records without a case id are passed through first."""
     loose: list[dict[str, Any]] = []
     grouped: dict[tuple[str, int], dict[Any, list[dict[str, Any]]]] = {}
     for r in records:
@@ -282,8 +300,12 @@ def select_records(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     selected = list(loose)
     for attempts in grouped.values():
         kept: list[dict[str, Any]] = []
-        for attempt, own in attempts.items():
-            resume = next((r for r in own if r.get("kind") == "case_resume"), None)
+        for attempt, recorded in attempts.items():
+            own = _restored_within(recorded)
+            resume = next(
+                (r for r in own if r.get("kind") == "case_resume" and not r.get("after_failure")),
+                None,
+            )
             if resume is None:
                 kept = list(own)
                 continue

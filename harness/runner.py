@@ -13,12 +13,14 @@ import numpy as np
 
 from dmaml_core import backends
 from dmaml_core.backends import Backend, WorkerError
+from dmaml_core.backends.base import WorkerLost
 from dmaml_core.dmaml import CentralLearner, RunRecord, TaskParallelLearner
 from dmaml_core.maml import MamlConfig
 from dmaml_core.tasks import make_domain
 from dmaml_core.weight_generators import make_weight_generator
 from dmaml_core.worker import WorkerConfig, compiled_maml
 from harness.checkpoint import (
+    Checkpoint,
     CheckpointError,
     CheckpointSchedule,
     CheckpointStore,
@@ -51,10 +53,16 @@ class CaseFailed(RuntimeError):
     """A case could not run (worker crash, hang, bad parameters); completed records are kept."""
 
 
-def make_backend(case: Case, config: WorkerConfig, timeout_s: float | None = None) -> Backend:
+def make_backend(
+    case: Case, config: WorkerConfig, timeout_s: float | None = None, max_failures: int = 0
+) -> Backend:
+    """``max_failures`` > 0 lets Ray restart a lost actor that often (``WorkerLost``); the
+    processes backend cannot, so a lost process stays fatal there."""
     options: dict[str, Any] = {}
     if case.backend != "serial" and timeout_s is not None:
         options["timeout_s"] = timeout_s
+    if case.backend == "ray" and max_failures > 0:
+        options["max_restarts"] = max_failures
     if os.environ.get(NO_LIMITS_ENV) == "1":  # the suite's own bounds were lifted the same way
         options["allow_large"] = True
     if case.backend == "processes" and case.processes:
@@ -65,10 +73,11 @@ def make_backend(case: Case, config: WorkerConfig, timeout_s: float | None = Non
 
 
 def build(
-    case: Case, seed: int, timeout_s: float | None = None
+    case: Case, seed: int, timeout_s: float | None = None, max_failures: int = 0
 ) -> tuple[Any, WorkerConfig, Backend]:
     """(learner, worker config, backend) for one case and seed; ``timeout_s`` is the per-run
-    worker limit (None: the backend scales it from the measured runs)."""
+    worker limit (None: the backend scales it from the measured runs), ``max_failures`` how many
+    lost workers the backend may restart (see ``make_backend``)."""
     domain = make_domain(case.domain, **case.params())
     maml = MamlConfig(
         alpha=case.alpha,
@@ -80,7 +89,7 @@ def build(
         jit_compile=case.jit_compile,
     )
     config = WorkerConfig(domain, maml, epochs=case.epochs, tasks_per_step=case.tasks, seed=seed)
-    backend = make_backend(case, config, timeout_s)
+    backend = make_backend(case, config, timeout_s, max_failures)
     theta = domain.model().init(seed)
     learner: CentralLearner | TaskParallelLearner
     if case.mode == "task_parallel":
@@ -167,7 +176,7 @@ def run_case_seed(
     plan = suite.plan
     compiled_maml.cache_clear()  # every case-seed pays its own tracing in its warm-up run
     started = time.perf_counter()
-    learner, config, backend = build(case, seed, plan.worker_timeout_s)
+    learner, config, backend = build(case, seed, plan.worker_timeout_s, plan.max_failures)
     meter = RunMeter()
     store = CheckpointStore(checkpoint_dir(folder.path, case.case_id, seed))
     schedule = CheckpointSchedule(plan.checkpoint_every)
@@ -188,23 +197,8 @@ def run_case_seed(
         written.append(info)
         schedule.wrote(time.perf_counter() - begin)
 
-    try:
-        threads = getattr(backend, "threads_per_process", None)
-        base = {**base, "threads_per_worker": threads}
-        folder.append(
-            {
-                **base,
-                "kind": "case_start",
-                "case": asdict(case),
-                "threads": threads,
-                "setup_s": time.perf_counter() - started,
-            }
-        )
-        total = plan.runs + 1  # run 0 is the warm-up
-        at = ProgressEvent("case", case.case_id, seed, *position, runs=total)
-        progress(at)
-        first = _resume(learner, store, identity, total, folder, base)
-        metric = "accuracy" if config.domain.loss == "xent" else "loss"
+    def sweep(first: int) -> None:
+        """Runs ``first`` .. the last, with their validations and checkpoints."""
         for done in range(first, total + 1):
             if done in plan.checkpoints:
                 result = validate(learner, config, suite, seed)
@@ -218,6 +212,9 @@ def run_case_seed(
             with meter:
                 record = learner.run()
             fields = run_fields(case, record, meter)
+            nodes = getattr(backend, "worker_nodes", None)  # where each logical worker ran (Ray)
+            if nodes:
+                fields["backend_nodes"] = list(nodes)
             folder.append({**base, "kind": "run", "run_index": done, "warmup": done == 0, **fields})
             if done > 0:  # the budget is a share of the timed runs, not of the warm-up
                 schedule.ran(fields["wall_s"])
@@ -228,6 +225,68 @@ def run_case_seed(
                     {**base, "kind": "diverged", "run_index": done, "loss_sum": fields["loss_sum"]}
                 )
                 break
+
+    try:
+        threads = getattr(backend, "threads_per_process", None)
+        base = {**base, "threads_per_worker": threads}
+        layout = getattr(backend, "cluster_layout", None)  # Ray: nodes, CPUs, GPUs, addresses
+        folder.append(
+            {
+                **base,
+                "kind": "case_start",
+                "case": asdict(case),
+                "threads": threads,
+                "setup_s": time.perf_counter() - started,
+                **({"cluster": layout()} if layout is not None else {}),
+            }
+        )
+        total = plan.runs + 1  # run 0 is the warm-up
+        at = ProgressEvent("case", case.case_id, seed, *position, runs=total)
+        progress(at)
+        first = _resume(learner, store, identity, total, folder, base)
+        metric = "accuracy" if config.domain.loss == "xent" else "loss"
+        # without a checkpoint yet, a lost worker restarts the case-seed from this state (only
+        # Ray restarts lost workers: ``max_restarts``; elsewhere a lost worker is fatal)
+        recovers = getattr(backend, "max_restarts", 0) > 0
+        initial = learner.get_state() if first == 0 and recovers else None
+        failures = 0
+        lost: tuple[WorkerLost, Checkpoint | None] | None = None
+        while True:
+            try:
+                if lost is not None:
+                    first = _recover(*lost, learner, initial, folder, base)
+                sweep(first)
+                break
+            except WorkerLost as err:
+                failures += 1
+                checkpoint = store.latest(identity)
+                lost = err, checkpoint
+                beyond = failures > plan.max_failures
+                folder.append(
+                    {
+                        **base,
+                        "kind": "worker_failure",
+                        "run_index": learner.runs_done if err.run_index is None else err.run_index,
+                        "node": err.node,
+                        "node_alive": err.node_alive,
+                        "actor": err.actor,
+                        "pid": err.pid,
+                        "error": str(err),
+                        "failures": failures,
+                        "max_failures": plan.max_failures,
+                        "restored_from_run": None
+                        if beyond
+                        else checkpoint.runs_done
+                        if checkpoint is not None
+                        else 0,
+                    }
+                )
+                if beyond:
+                    raise WorkerError(
+                        f"{err}; that is failure {failures} of this case-seed, more than "
+                        f"max_failures = {plan.max_failures} (the suite field `max_failures` "
+                        "or the flag `--max-failures`)"
+                    ) from None
         folder.append(
             {
                 **base,
@@ -244,6 +303,54 @@ def run_case_seed(
     finally:
         meter.close()
         backend.close()
+
+
+def _recover(
+    lost: WorkerLost,
+    checkpoint: Checkpoint | None,
+    learner: Any,
+    initial: dict[str, Any] | None,
+    folder: RunFolder,
+    base: dict[str, Any],
+) -> int:
+    """After a lost worker: let the backend bring its workers back (``WorkerLost.recover``), then
+    go on from ``checkpoint`` (the newest one) or, before the first, from ``initial``: restore
+    theta and every worker's state, pay the restarted processes' tracing in one untimed run,
+    restore again, and return the first run to re-do. Records a ``case_resume`` with
+    ``after_failure`` so the report replaces the runs re-done after it (``select_records``)."""
+    begin = time.perf_counter()
+    recovery = lost.recover()
+    if checkpoint is None and initial is None:
+        raise WorkerError(f"{lost}; no checkpoint to go on from")
+    state = checkpoint.state if checkpoint is not None else initial
+    from_run = checkpoint.runs_done if checkpoint is not None else 0
+    learner.set_state(state)
+    folder.append(
+        {
+            **base,
+            "kind": "case_resume",
+            "from_run": from_run,
+            "checkpoint": str(checkpoint.path) if checkpoint is not None else None,
+            "after_failure": True,
+            "recovery": recovery,
+            "checkpoint_threads_per_worker": checkpoint.meta.get("threads_per_worker")
+            if checkpoint is not None
+            else base.get("threads_per_worker"),
+        }
+    )
+    warm = time.perf_counter()
+    learner.run()
+    learner.set_state(state)
+    folder.append(
+        {
+            **base,
+            "kind": "resume_warmup",
+            "from_run": from_run,
+            "wall_s": time.perf_counter() - warm,
+            "recovery_s": time.perf_counter() - begin,
+        }
+    )
+    return from_run
 
 
 def _resume(

@@ -144,6 +144,9 @@ class RunPlan:
     checkpoint_every: int = 0
     # per-run limit on the workers (processes/ray); None = scaled from the measured runs
     worker_timeout_s: float | None = None
+    # lost worker processes or nodes (Ray) a case-seed survives by restarting them and going on
+    # from its newest checkpoint; one more ends the sweep
+    max_failures: int = 3
 
 
 PUBLISHED_METRICS = ("accuracy", "loss", "seconds_per_run", "relative_pct")
@@ -216,7 +219,7 @@ class Suite:
 
 
 # Plan fields that change how a run is watched, not what it records: a resume may change them.
-NOT_IN_SIGNATURE = frozenset({"worker_timeout_s", "checkpoint_every"})
+NOT_IN_SIGNATURE = frozenset({"worker_timeout_s", "checkpoint_every", "max_failures"})
 
 
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -338,7 +341,7 @@ def _int_list(
 
 PLAN_FIELDS = (
     "runs", "seeds", "checkpoints", "validation_tasks", "validation_steps", "checkpoint_every",
-    "worker_timeout_s",
+    "worker_timeout_s", "max_failures",
 )  # fmt: skip
 SCALE_FIELDS = (*PLAN_FIELDS, "sweep", "base", "domain_params", "target")
 TOP_FIELDS = (
@@ -396,6 +399,14 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
             f"scales.{scale}.worker_timeout_s",
             f"must be a number of seconds > 0, got {timeout!r}",
         )
+    max_failures = run.get("max_failures", 3)
+    if type(max_failures) is not int or max_failures < 0:
+        raise _fail(
+            path,
+            f"scales.{scale}.max_failures",
+            f"must be an integer >= 0 (0 = the first lost worker ends the sweep), "
+            f"got {max_failures!r}",
+        )
     return RunPlan(
         runs,
         seeds,
@@ -404,6 +415,7 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
         v_steps,
         every,
         None if timeout is None else float(timeout),
+        max_failures,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -11,6 +12,29 @@ from dmaml_core.worker import GradientResult, WorkerResult
 
 class WorkerError(RuntimeError):
     """A worker crashed, hung or vanished; the message names the worker and the run."""
+
+
+class WorkerLost(WorkerError):
+    """A worker process or its node was lost, and the backend can bring its workers back:
+    ``recover()`` (which returns what it did) leaves every worker running again but with a fresh
+    state, so the caller restores the state from a checkpoint and re-does the runs after it. Only a
+    backend that can recover raises it (Ray with actor restarts); any other ``WorkerError`` ends
+    the backend. The message is one line."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_index: int | None,
+        actor: int,
+        pid: int,
+        node: str,
+        node_alive: bool,
+        recover: Callable[[], dict[str, Any]],
+    ) -> None:
+        super().__init__(message)
+        self.run_index, self.actor, self.pid = run_index, actor, pid
+        self.node, self.node_alive, self.recover = node, node_alive, recover
 
 
 class BackendConnectionError(RuntimeError):

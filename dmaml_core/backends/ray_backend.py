@@ -11,13 +11,23 @@ local single-node cluster or on an existing (multi-machine) cluster.
   Ray alone ends its GCS and raylet at once but the actors only after ~2.5 s and its two agents
   after ~61 s (measured; a fixed timeout inside Ray, no setting), so a small reaper process
   (``_REAPER``) beside the driver kills that cluster's processes within a second instead.
-- **Actors**: P = min(W, ``actors`` or the cluster's CPUs); each reserves one CPU and pins
-  TensorFlow to ``threads_per_process`` threads (default ``max(1, CPUs // P)``). Ray places them
-  as its resources allow.
+- **Actors**: P = min(W, ``actors`` or the cluster's CPUs); each reserves one CPU (a share of
+  one when P exceeds the CPUs) through one bundle of a placement group with Ray's SPREAD strategy,
+  so the actors of a multi-node cluster spread over its nodes, and pins TensorFlow to
+  ``threads_per_process`` threads (default ``max(1, CPUs // P)``). ``worker_nodes`` names the
+  node each logical worker runs on, ``cluster_layout()`` the cluster's nodes.
 - **Transport**: theta goes into the object store once per run (``ray.put``); every actor gets
   the same reference and Ray resolves it to numpy arrays in the actor's process.
-- **Faults**: an actor that dies, a worker that raises and a run that outlives ``timeout_s`` kill
-  every actor of this backend and raise ``WorkerError`` naming the run, actor and logical workers.
+- **Faults**: a worker that raises and a run that outlives ``timeout_s`` kill every actor of
+  this backend and raise ``WorkerError`` naming the run, actor and logical workers. So does an
+  actor that dies when ``max_restarts`` is 0 (the default). With ``max_restarts`` > 0 an actor
+  whose process or node is lost raises ``WorkerLost`` instead and the backend stays usable:
+  ``WorkerLost.recover()`` waits for Ray to restart the actor (``max_restarts``; its placement
+  group bundle moves to a surviving node if its node died) or, when the surviving nodes lack the
+  CPUs for every bundle, replaces all actors by as many as they have (same threads per actor, so
+  the numbers do not change). The restarted workers start from scratch: the caller restores every
+  worker's state (``set_state``) from a checkpoint. ``max_task_retries`` is 0, so Ray never
+  re-runs a lost run behind the caller's back (the workers' state would silently advance twice).
 
 Where the time goes: ``dispatch_s`` is ``ray.put`` plus submitting one call per actor. When every
 actor runs on the driver's node, the actors' ``perf_counter`` stamps share the driver's clock and
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import subprocess
@@ -43,8 +54,10 @@ from typing import Any, NoReturn
 import psutil
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from dmaml_core.backends.base import BackendConnectionError, BackendRun, WorkerError
+from dmaml_core.backends.base import BackendConnectionError, BackendRun, WorkerError, WorkerLost
 from dmaml_core.backends.host import (
     WARMUP_TIMEOUT_S,
     HostFailure,
@@ -227,11 +240,16 @@ class RayHost:
         threads: int,
         fault: InjectedFault | None,
     ) -> None:
+        # Ray re-runs this constructor when it restarts the actor: a test's injected fault fires
+        # in the first incarnation only, or the restarted actor would die at the same run again
+        if ray.get_runtime_context().was_current_actor_reconstructed:
+            fault = None
         self.host = WorkerHost(config, worker_ids, threads, fault)
 
-    def ready(self) -> tuple[int, int, str]:
+    def ready(self) -> tuple[int, int, str, str]:
+        """(pid, threads in force, node id, node address)."""
         pid, threads = self.host.ready()
-        return pid, threads, ray.get_runtime_context().get_node_id()
+        return pid, threads, ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
     def run(self, theta: NumpyWeights, run_index: int) -> HostReport | HostFailure:
         return self.host.run(theta, run_index)
@@ -264,12 +282,17 @@ class RayBackend:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         log_path: Path | None = None,
         allow_large: bool = False,
+        max_restarts: int = 0,
         _fault: InjectedFault | None = None,
     ) -> None:
         """``timeout_s``: the per-run limit; None scales it from the measured runs
         (``RunTimeout``). ``connect_timeout_s`` bounds joining an existing cluster (``connect``;
-        Ray's output goes to ``log_path``). ``allow_large`` lifts the bounds of ``check_scale``."""
+        Ray's output goes to ``log_path``). ``allow_large`` lifts the bounds of ``check_scale``.
+        ``max_restarts``: how often Ray may restart each actor after its process or node is lost
+        (0: a lost actor ends the backend, as any other fault; see the module docs)."""
         check_backend_options(n_workers, "actors", actors, threads_per_process, timeout_s)
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         check_scale(n_workers, "actors", None, None, 1, allow_large)  # W, before any connection
         start = time.perf_counter()
         self.n_workers = n_workers
@@ -277,6 +300,14 @@ class RayBackend:
         self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s  # non-run requests
         self._failure: str | None = None
         self._actors: list[Any] = []
+        self._pg: PlacementGroup | None = None
+        self._config, self._fault, self._requested = config, _fault, actors
+        self.max_restarts = max_restarts
+        self.start_timeout_s = start_timeout_s
+        self.pids: list[int] = []
+        self.node_ids: list[str] = []  # the node of each actor
+        self.worker_nodes: list[str] = []  # "address/node-id-prefix" of each logical worker
+        self.same_node = True
         self._reaper: subprocess.Popen[bytes] | None = None
         self.owns_ray = False
         if not ray.is_initialized():
@@ -309,24 +340,131 @@ class RayBackend:
             raise
         self.processes = min(n_workers, actors or cpus)
         self.threads_per_process = threads_per_process or max(1, cpus // self.processes)
-        self.assignment = assign_workers(n_workers, self.processes)
-        self._actors = [
-            RayHost.remote(config, ids, self.threads_per_process, _fault)  # type: ignore[attr-defined]
-            for ids in self.assignment
-        ]
-        self.pids: list[int] = [-1] * self.processes
-        replies = self._gather(
-            [actor.ready.remote() for actor in self._actors],
-            "start-up",
-            start,
-            start_timeout_s,
-            "the start-up limit",
-        )
-        self.pids = [pid for pid, _, _ in replies]
-        self.threads_per_process = replies[0][1]
-        driver_node = ray.get_runtime_context().get_node_id()
-        self.same_node = all(node == driver_node for _, _, node in replies)
+        self._start_actors(self.processes, cpus, start, start_timeout_s)
         self.startup_s = time.perf_counter() - start
+
+    def _start_actors(self, processes: int, cpus: float, start: float, timeout_s: float) -> None:
+        """Reserve one bundle per actor (SPREAD: over as many nodes as possible), start the actors
+        in them and wait until each has built its workers, within ``timeout_s`` of ``start``."""
+        self.processes = processes
+        self.assignment = assign_workers(self.n_workers, processes)
+        # Ray takes resource amounts to 4 decimals; a share of a CPU when P exceeds the CPUs
+        self._cpus_per_actor = min(1.0, math.floor(cpus / processes * 1e4) / 1e4)
+        self._pg = placement_group([{"CPU": self._cpus_per_actor}] * processes, strategy="SPREAD")
+        remaining = max(0.0, start + timeout_s - time.perf_counter())
+        placed, _ = ray.wait([self._pg.ready()], timeout=remaining)
+        if not placed:
+            self._fail(
+                f"start-up: the cluster could not place {processes} actors with "
+                f"{self._cpus_per_actor:g} CPU each within {timeout_s:g} s (it has "
+                f"{self._alive_cpus():g} CPUs on its live nodes)"
+            )
+        self._actors = [
+            RayHost.options(  # type: ignore[attr-defined]
+                num_cpus=self._cpus_per_actor,
+                max_restarts=self.max_restarts,
+                max_task_retries=0,  # a lost run is re-done by the caller from a checkpoint
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    self._pg, placement_group_bundle_index=h
+                ),
+            ).remote(self._config, ids, self.threads_per_process, self._fault)
+            for h, ids in enumerate(self.assignment)
+        ]
+        self.pids, self.node_ids = [-1] * processes, [""] * processes
+        calls = [actor.ready.remote() for actor in self._actors]
+        self._placed(self._gather(calls, "start-up", start, timeout_s, "the start-up limit"))
+
+    def _placed(self, replies: list[tuple[int, int, str, str]]) -> None:
+        """Note where every actor runs (after start-up and after a recovery)."""
+        self.pids = [pid for pid, _, _, _ in replies]
+        self.threads_per_process = replies[0][1]
+        self.node_ids = [node for _, _, node, _ in replies]
+        labels = [f"{address}/{node[:8]}" for _, _, node, address in replies]
+        self.worker_nodes = [""] * self.n_workers
+        for h, ids in enumerate(self.assignment):
+            for i in ids:
+                self.worker_nodes[i] = labels[h]
+        driver_node = ray.get_runtime_context().get_node_id()
+        self.same_node = all(node == driver_node for node in self.node_ids)
+
+    @staticmethod
+    def _alive_cpus() -> float:
+        return float(sum(n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]))
+
+    def cluster_layout(self) -> list[dict[str, Any]]:
+        """The cluster's live nodes (id, address, CPUs, GPUs, head or not) and which of this
+        backend's actors each hosts: what a record needs to say where the runs ran."""
+        return [
+            {
+                "node": n["NodeID"],
+                "address": n["NodeManagerAddress"],
+                "hostname": n.get("NodeManagerHostname", ""),
+                "cpus": n["Resources"].get("CPU", 0.0),
+                "gpus": n["Resources"].get("GPU", 0.0),
+                "head": "node:__internal_head__" in n["Resources"],
+                "actors": [h for h, node in enumerate(self.node_ids) if node == n["NodeID"]],
+            }
+            for n in ray.nodes()
+            if n["Alive"]
+        ]
+
+    def recover(self) -> dict[str, Any]:
+        """After a ``WorkerLost``: bring every actor back, live and placed, and return what was
+        done. Ray restarts a lost actor by itself (``max_restarts``), on its node or, if the node
+        died, wherever its bundle is re-placed; this waits for that. If the live nodes no longer
+        have the CPUs for every bundle, Ray would wait forever, so all actors are replaced by
+        min(W, ``actors`` or the live CPUs) new ones with the same threads each. Either way the
+        workers hold a fresh state: the caller restores it. The next call of each kind traces
+        again in the new processes, so it gets the warm-up limit."""
+        self._check_open()
+        start = time.perf_counter()
+        self.limits = RunTimeout(self.limits.fixed_s)
+        deadline = start + self.start_timeout_s
+        replies: dict[int, tuple[int, int, str, str]] = {}
+        pending = {actor.ready.remote(): h for h, actor in enumerate(self._actors)}
+        while pending:
+            cpus = self._alive_cpus()
+            if cpus + 1e-9 < self._cpus_per_actor * self.processes:
+                return self._rebuild(cpus, start)
+            if time.perf_counter() > deadline:
+                waiting = ", ".join(self._describe(h) for h in pending.values())
+                self._fail(
+                    f"recovery: {waiting} did not come back within {self.start_timeout_s:g} s"
+                )
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=1.0)
+            for ref in done:
+                h = pending.pop(ref)
+                try:
+                    replies[h] = ray.get(ref)
+                except RayActorError as err:
+                    if _restarts_left(err):  # asked while its restart was still under way
+                        pending[self._actors[h].ready.remote()] = h
+                        time.sleep(0.2)
+                    else:
+                        self._fail(f"recovery: {self._describe(h)} is gone ({_one_line(err)})")
+        before = list(self.node_ids)
+        self._placed([replies[h] for h in range(self.processes)])
+        moved = [h for h in range(self.processes) if self.node_ids[h] != before[h]]
+        return {
+            "action": "restarted",
+            "actors": self.processes,
+            "moved_actors": moved,
+            "recovery_s": time.perf_counter() - start,
+        }
+
+    def _rebuild(self, cpus: float, start: float) -> dict[str, Any]:
+        """Replace every actor by as many as the live CPUs take (see ``recover``)."""
+        if cpus <= 0:
+            self._fail("recovery: no live node of the cluster has a CPU left for an actor")
+        self._kill_actors()
+        processes = min(self.n_workers, self._requested or max(1, int(cpus)))
+        self._start_actors(processes, cpus, start, self.start_timeout_s)
+        return {
+            "action": "rebuilt",
+            "actors": processes,
+            "moved_actors": list(range(processes)),
+            "recovery_s": time.perf_counter() - start,
+        }
 
     def run(self, theta: NumpyWeights, run_index: int) -> BackendRun:
         self._check_open()
@@ -335,11 +473,15 @@ class RayBackend:
         calls = [actor.run.remote(ref, run_index) for actor in self._actors]
         sent = time.perf_counter()
         limit, why = self.limits.limit("run"), self.limits.explain("run")
-        reports: list[HostReport] = self._gather(calls, f"run {run_index}", start, limit, why)
+        reports: list[HostReport] = self._gather(
+            calls, f"run {run_index}", start, limit, why, run_index
+        )
         received = time.perf_counter()
         self.limits.observe("run", received - start)
         results: list[WorkerResult] = merged_results(reports)
         info = run_info(reports, self.threads_per_process)
+        for h, report in enumerate(reports):  # which process ran: a restart shows as a new pid
+            info[f"p{h}_pid"] = float(report.pid)
         if self.same_node:
             collect = received - max(r.done for r in reports)
             info["receive_lag_s"] = max(0.0, max(r.received for r in reports) - sent)
@@ -357,7 +499,8 @@ class RayBackend:
         ref = ray.put(theta)
         calls = [actor.gradients.remote(ref, tasks, run_index) for actor in self._actors]
         what, limit = f"task-parallel run {run_index}", self.limits.limit("gradients")
-        reports = self._gather(calls, what, start, limit, self.limits.explain("gradients"))
+        why = self.limits.explain("gradients")
+        reports = self._gather(calls, what, start, limit, why, run_index)
         self.limits.observe("gradients", time.perf_counter() - start)
         return merged_results(reports)
 
@@ -378,10 +521,17 @@ class RayBackend:
         self._gather(calls, "set state", time.perf_counter(), self.timeout_s)
 
     def _gather(
-        self, calls: list[Any], what: str, start: float, timeout_s: float, why: str = ""
+        self,
+        calls: list[Any],
+        what: str,
+        start: float,
+        timeout_s: float,
+        why: str = "",
+        run_index: int | None = None,
     ) -> list[Any]:
         """Every call's result, in actor order; the first failure ends it, not the slowest
-        (``why`` explains the limit in the timeout error)."""
+        (``why`` explains the limit in the timeout error). A lost actor raises ``WorkerLost``
+        when Ray restarts actors (``max_restarts`` > 0), and ends the backend otherwise."""
         actor_of = {call: h for h, call in enumerate(calls)}
         replies: dict[int, Any] = {}
         pending = list(calls)
@@ -396,6 +546,8 @@ class RayBackend:
             try:
                 reply = ray.get(done[0])
             except RayActorError as err:
+                if self.max_restarts > 0 and self._actors:
+                    self._lost(what, h, err, run_index)
                 self._fail(f"{what}: {self._describe(h)} died ({type(err).__name__})")
             except (RayError, GetTimeoutError) as err:
                 self._fail(f"{what}: {self._describe(h)} failed:\n{err}")
@@ -406,6 +558,24 @@ class RayBackend:
 
     def _describe(self, h: int) -> str:
         return describe_host("actor", h, self.pids[h], self.assignment[h])
+
+    def _lost(self, what: str, h: int, err: RayActorError, run_index: int | None) -> NoReturn:
+        """Raise ``WorkerLost`` for actor ``h``, naming the node it ran on and whether that node
+        is still alive (a dead node means every actor on it is lost, and moves)."""
+        node = self.node_ids[h] if h < len(self.node_ids) else ""
+        alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+        state = "alive" if alive.get(node) else "lost"
+        label = self.worker_nodes[self.assignment[h][0]] if self.worker_nodes else node
+        raise WorkerLost(
+            f"ray backend, {what}: {self._describe(h)} on node {label} ({state}) died "
+            f"({type(err).__name__}: {_one_line(err)})",
+            run_index=run_index,
+            actor=h,
+            pid=self.pids[h],
+            node=label,
+            node_alive=bool(alive.get(node)),
+            recover=self.recover,
+        )
 
     def _check_open(self) -> None:
         if self._failure is not None:
@@ -418,13 +588,21 @@ class RayBackend:
         self.close()
         raise WorkerError(f"ray backend, {message}")
 
-    def close(self) -> None:
-        """Kill this backend's actors (their processes end; Ray does not restart them) and shut
-        Ray down only if this backend started or connected it."""
+    def _kill_actors(self) -> None:
+        """Kill this backend's actors (Ray does not restart them) and free their bundles."""
         for actor in self._actors:
             with contextlib.suppress(RayError):  # already dead
                 ray.kill(actor, no_restart=True)
         self._actors = []
+        if self._pg is not None and ray.is_initialized():
+            with contextlib.suppress(RayError, ValueError):  # the cluster is gone
+                remove_placement_group(self._pg)
+        self._pg = None
+
+    def close(self) -> None:
+        """Kill this backend's actors (their processes end; Ray does not restart them) and shut
+        Ray down only if this backend started or connected it."""
+        self._kill_actors()
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
         self.owns_ray = False
@@ -438,3 +616,15 @@ class RayBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_line(err: BaseException) -> str:
+    """The first line of a Ray error, shortened: records and messages stay one line."""
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
+def _restarts_left(err: RayActorError) -> bool:
+    """Whether Ray still restarts the actor that ``err`` is about (a call that reached it while
+    it was restarting), as opposed to one that is dead for good."""
+    return not isinstance(err, ray.exceptions.ActorDiedError) or "max_restarts" not in str(err)
