@@ -51,6 +51,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise SuiteError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
         plan = dataclasses.replace(suite.plan, worker_timeout_s=args.worker_timeout)
         suite = dataclasses.replace(suite, plan=plan)
+    if args.max_failures is not None:
+        if args.max_failures < 0:
+            raise SuiteError(f"--max-failures must be >= 0, got {args.max_failures}")
+        plan = dataclasses.replace(suite.plan, max_failures=args.max_failures)
+        suite = dataclasses.replace(suite, plan=plan)
     if args.data_dir:
         if not Path(args.data_dir).is_dir():
             raise SuiteError(f"--data-dir {args.data_dir}: no such folder")
@@ -459,6 +464,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="fail a run whose workers take longer than this (overrides the suite's "
         "worker_timeout_s; default: scaled from the warm-up run)",
+    )
+    run.add_argument(
+        "--max-failures",
+        type=int,
+        metavar="N",
+        help="lost worker processes or nodes (ray backend) a case-seed survives by restarting "
+        "them and going on from its newest checkpoint (overrides the suite's max_failures; "
+        "default 3; 0: the first one ends the sweep)",
     )
     run.set_defaults(func=cmd_run)
 
