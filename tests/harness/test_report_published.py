@@ -295,3 +295,27 @@ def test_the_manifest_keeps_the_published_rows_and_target(tmp_path: Path) -> Non
         {"source": "paper", "case": "w2-e1-t4-sum-o2", "metric": "seconds_per_run",
          "value": 7.67, "after_runs": None, "ci95": 0.1, "rule": "", "read_off_plot": False}
     ]  # fmt: skip
+
+
+def test_a_diverged_case_is_named_not_compared(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path / "results", "tiny", "smoke")
+    folder.write_manifest(
+        {
+            "suite": "tiny",
+            "scale": "smoke",
+            "baseline": W1,
+            "cases": [W1],
+            "plan": PLAN,
+            "published": PUBLISHED[:1],
+            "target": TARGET,
+        }
+    )
+    write_seed(folder, W1, 0, 1, {0: 4.0, 2: 0.7, 4: 0.5}, wall=0.5)
+    folder.append({"case_id": W1, "seed": 0, "attempt": 0, "kind": "diverged", "run_index": 3})
+    (results,) = report.load([folder])
+    assert published.published_rows(results)[0]["verdict"] == "diverged in 1/1 seeds"
+    (row,) = published.time_to_target_rows(results)
+    # reached at checkpoint 2, before the divergence: counted, and the divergence noted
+    assert row["reached"] == "1/1 seeds" and row["notes"] == "diverged in seed 0"
+    paper, honest = published.paper_tables(results, "loss")
+    assert paper[0]["4 runs"] == honest[0]["4 runs"] == "diverged in 1/1 seeds"
