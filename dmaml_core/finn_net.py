@@ -28,7 +28,16 @@ Two consequences worth knowing:
   must vanish; and a ``tf.stop_gradient`` on the offsets would also drop the second-order term
   through which an offset changes the inner gradient of the other weights. The net therefore
   declares ``inner_loop_mask`` (``False`` for the offsets) for an inner step that honours it; an
-  inner step that ignores the mask adapts the offsets like any other weight.
+  inner step that ignores the mask adapts the offsets like any other weight. ``maml.inner_step``
+  does not read it yet, so MAML runs with ``network = "finn"`` still adapt the offsets; the
+  proposed inner step is ``masked_inner_step`` in ``tests/dmaml_core/test_finn_net.py``, checked
+  there against finite differences to second order.
+
+Defaults of ``tf.contrib.layers.batch_norm`` as documented for TensorFlow 1.15: ``center=True,
+scale=False, epsilon=0.001, is_training=True``. Whether Finn's TensorFlow 1 graph differentiated
+its batch norm exactly to second order depended on the version (fused or not); this one does.
+Not part of the network and not reproduced here: Finn's label smoothing in ``xent`` and the
+[-10, 10] meta-gradient clipping for miniImageNet.
 
 Weights, per block: ``[kernel [3, 3, C_in, F], conv bias [F], batch-norm offset [F]]``, then
 ``[dense [features, n_way], dense bias [n_way]]``; every tensor carries the leading task axis ``T``
