@@ -11,7 +11,8 @@ in ``$XDG_CACHE_HOME/dmaml-bench/layouts.json`` under a key naming everything th
 speed (CPU model and flags, TensorFlow version, oneDNN state, thread settings, model, config,
 shapes), so later processes skip the search.
 
-``DMAML_LAYOUT=<name>`` forces a layout (one of ``models.LAYOUTS``); ``DMAML_LAYOUT_CACHE`` moves
+``DMAML_LAYOUT=<layout>[/<tasks per chunk>]`` forces a layout (one of ``models.LAYOUTS``, e.g.
+``grouped/8``; checked by ``maml.parse_layout``); ``DMAML_LAYOUT_CACHE`` moves
 the cache file (``off`` disables it). Every choice says why it was made: "measured", "cached",
 "forced" or "only candidate".
 """
@@ -56,16 +57,6 @@ class LayoutChoice:
         record = asdict(self)
         record["candidates"] = list(self.candidates)
         return record
-
-
-def forced_layout(valid: Sequence[str]) -> str | None:
-    """``DMAML_LAYOUT`` if set (an unknown name is an error, not silently ignored)."""
-    name = os.environ.get("DMAML_LAYOUT", "").strip()
-    if not name:
-        return None
-    if name not in valid:
-        raise ValueError(f"DMAML_LAYOUT={name!r}: expected one of {', '.join(valid)}")
-    return name
 
 
 def onednn_enabled() -> bool:
@@ -169,18 +160,20 @@ def _agree(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> bool:
 def search(
     candidates: Sequence[str],
     prepare: Callable[[str], Callable[[], Sequence[np.ndarray]]],
-    budget_s: float = SEARCH_BUDGET_S,
+    budget_s: float | None = None,
     rounds: int = SEARCH_ROUNDS,
 ) -> LayoutChoice:
     """Time ``candidates`` and return the fastest that agrees with the first.
 
     ``prepare(name)`` returns a function running one step with that layout and returning its
     outputs as numpy arrays (reading them back ends the step). Each candidate's first call (tracing
-    included) is untimed; a candidate is not started once the warm-ups have used ``budget_s``.
+    included) is untimed; a candidate is not started once the warm-ups have used ``budget_s``
+    (default ``SEARCH_BUDGET_S``).
     Then ``rounds`` interleaved timed rounds; after the first, candidates slower than
     ``DROP_SLOWER_THAN`` times the best stop."""
     if not candidates:
         raise ValueError("no candidate layout")
+    budget_s = SEARCH_BUDGET_S if budget_s is None else budget_s
     start = time.perf_counter()
     runs: dict[str, Callable[[], Sequence[np.ndarray]]] = {}
     dropped: dict[str, str] = {}

@@ -12,6 +12,7 @@ Tasks are stacked on a leading axis and the model runs all per-task weight copie
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -180,10 +181,13 @@ def _as_tensors(tasks: Tasks) -> Tasks:
     return Tasks(*(tf.convert_to_tensor(a) for a in tasks))
 
 
-# Most tasks per traced call for a model with layouts (``ConvNet``): a meta-batch of more tasks runs
-# as equal chunks through the same graph and the chunks' meta-gradients are added up (tasks are
-# independent, so the sum is the meta-gradient), which keeps tracing from growing with T.
+# A model with layouts (``ConvNet``) runs a meta-batch as equal chunks of tasks through one traced
+# graph and adds the chunks' meta-gradients up (tasks are independent, so the sum is the
+# meta-gradient): tracing then stops growing with T. The chunk size is part of the measured choice
+# ("grouped/8": grouped convs, 8 tasks per call); CHUNK_TASKS is the default where none is given
+# and the most tasks the search times candidates on.
 CHUNK_TASKS = 32
+CHUNK_CANDIDATES = (8, 32)
 
 
 def chunk_sizes(n_tasks: int, most: int | None = None) -> list[int]:
@@ -195,11 +199,29 @@ def chunk_sizes(n_tasks: int, most: int | None = None) -> list[int]:
 
 
 def layout_candidates(order: int, grouped_ok: bool) -> list[str]:
-    """The layouts worth timing, cheapest to trace first (the search budget may stop before the
-    last). Per-task chains everywhere are left out for second order: their gradient-of-gradient
-    traced for 17 s at T = 32; "auto" already runs them where a pass is differentiated once."""
-    names = ["grouped"] if grouped_ok else []
-    return [*names, "task_channels", "auto" if order == 2 else "per_task"]
+    """The "layout/chunk" pairs worth timing, most promising and cheapest to trace first (the
+    search budget may stop before the last). Measured here (AVX-512, oneDNN on, busy 2-core VM,
+    T = 32): grouped convs in chunks of 8 tasks were the fastest at both orders. Per-task chains
+    everywhere are left out for second order: their gradient-of-gradient traced for 17 s at T = 32;
+    "auto" already runs them where a pass is differentiated once."""
+    small, large = CHUNK_CANDIDATES
+    grouped = [f"grouped/{small}", f"grouped/{large}"] if grouped_ok else []
+    unrolled = ["per_task", "task_channels"] if order == 1 else ["task_channels", "auto"]
+    return [
+        *grouped,
+        *(f"{name}/{small}" for name in unrolled),
+        *(f"{name}/{large}" for name in unrolled),
+    ]
+
+
+def parse_layout(name: str) -> tuple[str, int | None]:
+    """``"grouped/8"`` -> ("grouped", 8); ``"grouped"`` -> ("grouped", None: the default chunk)."""
+    layout, _, chunk = name.partition("/")
+    if layout not in LAYOUTS or (chunk and not (chunk.isdigit() and int(chunk) >= 1)):
+        raise ValueError(
+            f"layout {name!r}: expected one of {', '.join(LAYOUTS)}, optionally /<tasks per chunk>"
+        )
+    return layout, int(chunk) if chunk else None
 
 
 class _Functions:
@@ -226,8 +248,8 @@ class CompiledMaml:
     Tracing happens on the first call (the warm-up run); later calls with the same shapes reuse the
     graph. Parameters stay TensorFlow tensors between steps; convert with ``to_numpy`` at the edges.
 
-    A model with layouts (``ConvNet`` outside XLA) runs in chunks of at most ``CHUNK_TASKS`` tasks,
-    and on the first call per chunk shape the layout is chosen (``dmaml_core.layouts``: forced by
+    A model with layouts (``ConvNet`` outside XLA) runs in chunks of tasks, and on the first call
+    per task shape its "layout/chunk" is chosen (``dmaml_core.layouts``: forced by
     ``DMAML_LAYOUT``, cached on disk, or measured); ``layout`` says which ran and why. Its traced
     functions never generalise a shape (no ``reduce_retracing``): an unknown task count would send
     ``ConvNet`` down its slow reference path.
@@ -265,27 +287,36 @@ class CompiledMaml:
     def init_optimizer(self, params: NumpyWeights | Weights) -> AdamState:
         return adam_init(params)
 
-    def _chunks(self, tasks: Tasks) -> tuple[list[Tasks], list[int]]:
-        sizes = chunk_sizes(int(tasks.support_x.shape[0]), self.chunk_tasks)
+    def _chunks(self, tasks: Tasks, chunk: int | None) -> tuple[list[Tasks], list[int]]:
+        most = chunk if chunk is not None else self.chunk_tasks
+        sizes = chunk_sizes(int(tasks.support_x.shape[0]), most)
         if len(sizes) == 1:
             return [tasks], sizes
         parts = [tf.split(a, sizes, axis=0) for a in tasks]
         return [Tasks(*p) for p in zip(*parts, strict=True)], sizes
 
-    def choose(self, params: Weights, chunk: Tasks) -> LayoutChoice:
-        """The layout for this chunk shape (forced, cached on disk, or measured on ``chunk``)."""
-        key = tuple(tuple(int(d) for d in a.shape) for a in chunk)
+    def choose(self, params: Weights, tasks: Tasks) -> LayoutChoice:
+        """The "layout/chunk" for this task shape: forced (``DMAML_LAYOUT``, or the model's own
+        layout), cached on disk, or measured on the first ``CHUNK_TASKS`` tasks of ``tasks`` (every
+        candidate on the same tasks, so times and outputs compare; one search serves every
+        T >= CHUNK_TASKS)."""
+        probe = Tasks(*(a[:CHUNK_TASKS] for a in tasks))
+        key = tuple(tuple(int(d) for d in a.shape) for a in probe)
         if key in self.choices:
             return self.choices[key]
         model_layout = str(getattr(self.model, "layout", "auto"))
-        forced = layouts.forced_layout(LAYOUTS)
+        forced = os.environ.get("DMAML_LAYOUT", "").strip()
         order = 1 if self.cfg.order == 1 else 2
-        candidates = layout_candidates(order, grouped_conv_gradient_available())
-        if forced is not None:
+        if forced:
+            try:
+                parse_layout(forced)
+            except ValueError as err:
+                raise ValueError(f"DMAML_LAYOUT: {err}") from None
             choice = LayoutChoice(forced, "forced", detail="DMAML_LAYOUT")
         elif model_layout != "auto":
             choice = LayoutChoice(model_layout, "forced", detail="the model's layout field")
         else:
+            candidates = layout_candidates(order, grouped_conv_gradient_available())
             problem = {
                 "model": repr(self.model),
                 "cfg": [self.cfg.order, self.cfg.inner_steps, self.cfg.loss, self.cfg.aggregation],
@@ -306,10 +337,8 @@ class CompiledMaml:
             else:
 
                 def prepare(name: str) -> Callable[[], list[np.ndarray]]:
-                    fns = self._fns(name)
-
                     def run() -> list[np.ndarray]:
-                        grads, metrics = fns.grads(list(params), chunk)
+                        grads, metrics = self._run(name, params, probe)
                         return [metrics.loss_sum.numpy()] + [g.numpy() for g in grads]
 
                     return run
@@ -320,17 +349,18 @@ class CompiledMaml:
         self.choices[key] = choice
         return choice
 
-    def _gradients(self, params: Weights, tasks: Tasks) -> tuple[Weights, StepMetrics]:
-        chunks, sizes = self._chunks(_as_tensors(tasks))
-        self.layout = choice = self.choose(params, chunks[0])
-        fns = self._fns(choice.layout)
+    def _run(self, name: str, params: Weights, tasks: Tasks) -> tuple[Weights, StepMetrics]:
+        """Meta-gradients of ``tasks`` with layout ``name`` ("layout/chunk"), chunk by chunk."""
+        layout, chunk = parse_layout(name)
+        fns = self._fns(layout)
+        chunks, sizes = self._chunks(tasks, chunk)
         if len(chunks) == 1:
             return fns.grads(list(params), chunks[0])  # type: ignore[no-any-return]
         total = sum(sizes)
         summed: Weights | None = None
         loss_sum, correct = tf.constant(0.0), tf.constant(0.0)
-        for chunk, size in zip(chunks, sizes, strict=True):
-            grads, metrics = fns.grads(list(params), chunk)
+        for part, size in zip(chunks, sizes, strict=True):
+            grads, metrics = fns.grads(list(params), part)
             if self.cfg.aggregation == "mean":  # chunk means -> the mean over all tasks
                 grads = [g * (size / total) for g in grads]
             summed = (
@@ -340,6 +370,11 @@ class CompiledMaml:
             correct += metrics.accuracy * size
         assert summed is not None
         return summed, StepMetrics(loss_sum, correct / total)
+
+    def _gradients(self, params: Weights, tasks: Tasks) -> tuple[Weights, StepMetrics]:
+        tasks = _as_tensors(tasks)
+        self.layout = choice = self.choose(params, tasks)
+        return self._run(choice.layout, params, tasks)
 
     def step(
         self, params: Weights, opt_state: AdamState, tasks: Tasks
@@ -366,8 +401,10 @@ class CompiledMaml:
         if not self.has_layouts:
             losses, accuracy = self._default.validate(list(params), _as_tensors(tasks), steps)
             return losses.numpy(), accuracy.numpy()
-        fns = self._fns(layouts.forced_layout(LAYOUTS))
-        chunks, _ = self._chunks(_as_tensors(tasks))
+        forced = os.environ.get("DMAML_LAYOUT", "").strip()
+        layout, chunk = parse_layout(forced) if forced else (None, None)
+        fns = self._fns(layout)
+        chunks, _ = self._chunks(_as_tensors(tasks), chunk)
         parts = [fns.validate(list(params), chunk, steps) for chunk in chunks]
         losses = np.concatenate([p[0].numpy() for p in parts], axis=1)
         accuracy = np.concatenate([p[1].numpy() for p in parts], axis=1)

@@ -15,6 +15,13 @@ fixture; that first call (trace, graph optimisation, run) is reported as ``warmu
 Every timed round reads the loss back with ``.numpy()``, so the clock covers the whole step. The
 timing targets are recorded in ``extra_info`` (``target_ms``, ``within_target``) rather than
 asserted: this machine is shared, and a loaded neighbour can double a median.
+
+Layouts (``dmaml_core.layouts``): ``extra_info["layout"]`` says which conv-net layout ran and why
+(measured, cached, forced, only candidate). After the benchmark, the chosen step, every candidate
+layout (forced) and, for the 32-task cases, the same-work control are timed again *interleaved in
+this process* (``same_process_ms``, ``ratio_to_control``), so the ratio to the control is
+meaningful on any machine, busy or not. ``test_warmup`` (slow) measures the warm-up at T = 32, 128
+and 512, with a fresh layout search and with the choice cached.
 """
 
 from __future__ import annotations
@@ -23,16 +30,27 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dmaml_core.maml import CompiledMaml, MamlConfig, Tasks, to_tensors
-from dmaml_core.models import ConvNet, Model
+from dmaml_core.layouts import onednn_enabled
+from dmaml_core.maml import (
+    CompiledMaml,
+    MamlConfig,
+    Tasks,
+    layout_candidates,
+    parse_layout,
+    to_tensors,
+)
+from dmaml_core.models import ConvNet, Model, grouped_conv_gradient_available
 from dmaml_core.tasks.random_images import RandomImages
 from dmaml_core.tasks.sinusoid import Sinusoid
 
@@ -56,6 +74,7 @@ CASES = [
     Case("sinusoid", 2, 10, 1.5, rounds=500, warmup_rounds=20),
 ]
 WARMUP_TARGET_S = 15.0
+COMPARE_ROUNDS = 7  # interleaved rounds of the same-process comparison
 
 
 def _setup(case: Case) -> tuple[Model, MamlConfig, Tasks, dict[str, Any]]:
@@ -75,6 +94,63 @@ def _setup(case: Case) -> tuple[Model, MamlConfig, Tasks, dict[str, Any]]:
     if shots > 1:
         info["control_for"] = "omniglot_5w1s-t32: same images and FLOPs in one task"
     return images.model(), cfg, images.sample(rng, case.n_tasks), info
+
+
+def _stepper(maml: CompiledMaml, model: Model, tasks: Tasks) -> Callable[[], float]:
+    params = to_tensors(model.init(0))
+    opt_state = maml.init_optimizer(params)
+
+    def step() -> float:
+        _, _, metrics = maml.step(params, opt_state, tasks)
+        return float(metrics.loss_sum.numpy())
+
+    return step
+
+
+def compare_in_process(
+    steps: dict[str, Callable[[], float]], rounds: int = COMPARE_ROUNDS
+) -> dict[str, float]:
+    """Median ms of each step function, timed round-robin (each already warmed up), so a busy
+    neighbour slows all of them alike and their ratios stay meaningful."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t)) * 1e3 for name, t in times.items()}
+
+
+def _same_process(case: Case, model: Model, cfg: MamlConfig, tasks: Tasks) -> dict[str, Any]:
+    """The chosen layout, every candidate forced, and (32-task cases) the control, interleaved."""
+    assert isinstance(model, ConvNet)
+    chosen = CompiledMaml(model, cfg)
+    steps = {"chosen": _stepper(chosen, model, tasks)}
+    candidates = layout_candidates(case.order, grouped_conv_gradient_available())
+    for name in candidates:
+        layout, chunk = parse_layout(name)
+        forced = dataclasses.replace(model, layout=layout)
+        compiled = CompiledMaml(forced, cfg)
+        compiled.chunk_tasks = chunk
+        steps[name] = _stepper(compiled, forced, tasks)
+    if case.n_tasks == 32:
+        control_case = Case("omniglot_5w32s", case.order, 1, None, 0, 0)
+        control_model, control_cfg, control_tasks, _ = _setup(control_case)
+        steps["control"] = _stepper(
+            CompiledMaml(control_model, control_cfg),
+            control_model,
+            Tasks(*(tf.constant(a) for a in control_tasks)),
+        )
+    for step in steps.values():
+        step()  # warm-up: tracing (and the chosen one's cached layout) outside the timing
+    medians = compare_in_process(steps)
+    info: dict[str, Any] = {"same_process_ms": medians, "same_process_rounds": COMPARE_ROUNDS}
+    if "control" in medians:
+        info["ratio_to_control"] = medians["chosen"] / medians["control"]
+        info["candidate_ratio_to_control"] = {
+            name: medians[name] / medians["control"] for name in candidates
+        }
+    return info
 
 
 @pytest.mark.parametrize(
@@ -106,10 +182,16 @@ def test_meta_step(benchmark: Any, case: Case) -> None:
     # No stats when pytest-benchmark is disabled (then the step just ran once).
     median_ms = float(benchmark.stats.stats.median) * 1e3 if benchmark.stats else None
     conv_path = None
+    comparison: dict[str, Any] = {}
     if isinstance(model, ConvNet):
         conv_path = "reference (XLA)" if cfg.jit_compile else "fast"
+        if benchmark.stats:
+            comparison = _same_process(case, model, cfg, tasks)
     benchmark.extra_info.update(
         {
+            "layout": None if maml.layout is None else maml.layout.as_record(),
+            "onednn": onednn_enabled(),
+            **comparison,
             "domain": case.domain,
             "order": case.order,
             "n_tasks": case.n_tasks,
@@ -133,3 +215,48 @@ def test_meta_step(benchmark: Any, case: Case) -> None:
     assert all(np.isfinite(losses))
     # The same parameters every round: every timed step does identical work.
     assert np.allclose(losses, first_loss, rtol=1e-4)
+
+
+WARMUP_TASKS = [32, 128, 512]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("n_tasks", WARMUP_TASKS)
+def test_warmup(
+    benchmark: Any, n_tasks: int, order: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Warm-up (first call: layout choice, tracing, the step itself) of the Omniglot 5-way 1-shot
+    step at T tasks: once with an empty layout cache (the search runs) and once in a fresh
+    ``CompiledMaml`` with the choice cached (what a later process pays; tracing is per instance)."""
+    monkeypatch.setenv("DMAML_LAYOUT_CACHE", str(tmp_path / "layouts.json"))
+    monkeypatch.delenv("DMAML_LAYOUT", raising=False)
+    case = Case("omniglot_5w1s", order, n_tasks, None, 0, 0)
+    model, cfg, numpy_tasks, info = _setup(case)
+    tasks = Tasks(*(tf.constant(a) for a in numpy_tasks))
+    warmups: dict[str, float] = {}
+    layouts: dict[str, Any] = {}
+    for state in ("search", "cached"):
+        maml = CompiledMaml(model, cfg)
+        step = _stepper(maml, model, tasks)
+        start = time.perf_counter()
+        step()
+        warmups[state] = time.perf_counter() - start
+        assert maml.layout is not None
+        layouts[state] = maml.layout.as_record()
+    assert layouts["cached"]["why"] == "cached" or layouts["search"]["why"] != "measured"
+    benchmark.group = "warm-up, omniglot_5w1s"
+    benchmark.pedantic(step, rounds=2, iterations=1)
+    benchmark.extra_info.update(
+        {
+            "n_tasks": n_tasks,
+            "order": order,
+            "warmup_search_s": warmups["search"],
+            "warmup_cached_s": warmups["cached"],
+            "warmup_target_s": WARMUP_TARGET_S,
+            "within_target": max(warmups.values()) <= WARMUP_TARGET_S,
+            "layout": layouts,
+            "onednn": onednn_enabled(),
+            **info,
+        }
+    )

@@ -61,6 +61,8 @@ def test_omniglot_meta_step_with_sampling(benchmark: Any) -> None:
             "sampling_median_ms": sampling_ms,
             "sampling_share": None if not median_ms else sampling_ms / median_ms,
             "within_target": None if median_ms is None else median_ms <= TARGET_MS,
+            # which conv-net layout ran and why (measured, cached, forced): dmaml_core.layouts
+            "layout": None if maml.layout is None else maml.layout.as_record(),
         }
     )
     assert all(np.isfinite(losses))

@@ -15,8 +15,11 @@ import tensorflow as tf
 
 from dmaml_core import layouts, maml
 from dmaml_core.maml import CompiledMaml, MamlConfig, Tasks, chunk_sizes, meta_gradients
-from dmaml_core.models import ConvNet
+from dmaml_core.models import ConvNet, grouped_conv_gradient_available
 
+NEEDS_GROUPED_GRADIENT = pytest.mark.skipif(
+    not grouped_conv_gradient_available(), reason="no grouped-conv gradient here (oneDNN off)"
+)
 NET = ConvNet(n_way=2, image_size=6, channels=1, filters=3, stride=2, blocks=2)
 
 
@@ -45,9 +48,12 @@ def test_chunk_sizes_are_few_and_nearly_equal() -> None:
     assert chunk_sizes(33) == [17, 16]
     assert chunk_sizes(512) == [32] * 16
     assert chunk_sizes(100) == [25] * 4
+    assert chunk_sizes(32, 8) == [8] * 4
     for n in range(1, 200):
-        sizes = chunk_sizes(n)
-        assert sum(sizes) == n and max(sizes) <= maml.CHUNK_TASKS and len(set(sizes)) <= 2
+        for most in (None, 3, 8):
+            sizes = chunk_sizes(n, most)
+            assert sum(sizes) == n and max(sizes) <= (most or maml.CHUNK_TASKS)
+            assert len(set(sizes)) <= 2
 
 
 def _sleeper(
@@ -81,9 +87,11 @@ def test_search_stops_trying_candidates_past_its_budget() -> None:
     assert only.why == "only candidate" and only.layout == "a"
 
 
+@pytest.mark.slow
 def test_choice_is_measured_then_cached_then_forced(
     _own_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(layouts, "SEARCH_BUDGET_S", 0.5)  # two or three candidates: a quick test
     cfg = MamlConfig(alpha=0.1, order=1, loss="xent")
     params = [tf.constant(w) for w in NET.init(0)]
     tasks = _tasks(3)
@@ -111,18 +119,24 @@ def test_choice_is_measured_then_cached_then_forced(
         CompiledMaml(NET, cfg).gradients(params, tasks)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "layout",
+    ["auto/3", "per_task/2", pytest.param("grouped/3", marks=NEEDS_GROUPED_GRADIENT)],
+)
 @pytest.mark.parametrize("aggregation", ["sum", "mean"])
 @pytest.mark.parametrize("order", [1, 2])
 def test_chunked_meta_gradients_match_the_whole_batch_in_float64(
-    monkeypatch: pytest.MonkeyPatch, order: int, aggregation: str
+    monkeypatch: pytest.MonkeyPatch, order: int, aggregation: str, layout: str
 ) -> None:
-    """5 tasks in chunks of 3 + 2 (float32, fast layouts) == all 5 at once (float64 reference),
-    to second order; the Adam step on top is the same function either way."""
-    monkeypatch.setattr(maml, "CHUNK_TASKS", 3)
+    """5 tasks in chunks (3 + 2, or 2 + 2 + 1; float32, fast layouts) == all 5 at once (float64
+    reference), to second order; the Adam step on top is the same function either way."""
+    monkeypatch.setenv("DMAML_LAYOUT", layout)
     cfg = MamlConfig(alpha=0.1, order=order, loss="xent", aggregation=aggregation)  # type: ignore[arg-type]
     compiled = CompiledMaml(NET, cfg)
     params = [tf.constant(w) for w in NET.init(1)]
     grads, metrics = compiled.gradients(params, _tasks(5, seed=2))
+    assert compiled.layout is not None and compiled.layout.layout == layout
     params64 = [tf.constant(w.astype(np.float64)) for w in NET.init(1)]
     whole = tf.function(lambda p, t: meta_gradients(NET, cfg, p, t))
     ref_grads, ref_metrics = whole(params64, _tasks(5, tf.float64, seed=2))
@@ -135,12 +149,21 @@ def test_chunked_meta_gradients_match_the_whole_batch_in_float64(
     assert compiled.tracing_count() == traced  # same shapes: the traced graphs are reused
 
 
+def test_layout_names_parse() -> None:
+    assert maml.parse_layout("grouped/8") == ("grouped", 8)
+    assert maml.parse_layout("auto") == ("auto", None)
+    for bad in ("grouped/0", "grouped/x", "nope/8", "nope"):
+        with pytest.raises(ValueError, match="expected one of"):
+            maml.parse_layout(bad)
+    assert all("/" in name for name in maml.layout_candidates(1, grouped_ok=False))
+
+
 def test_chunked_validation_matches_one_piece(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = MamlConfig(alpha=0.1, order=1, loss="xent")
     params = [tf.constant(w) for w in NET.init(2)]
     tasks = _tasks(5, seed=4)
     whole = CompiledMaml(NET, cfg).validate(params, tasks, 2)
-    monkeypatch.setattr(maml, "CHUNK_TASKS", 2)
+    monkeypatch.setenv("DMAML_LAYOUT", "per_task/2")
     chunked = CompiledMaml(NET, cfg).validate(params, tasks, 2)
     for a, b in zip(whole, chunked, strict=True):
         assert a.shape == (3, 5)
