@@ -146,13 +146,21 @@ def store_choice(key: str, choice: LayoutChoice) -> None:
         atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=1).encode()))
 
 
+# How far two correct float32 layouts may differ, relative to a tensor's largest entry. Measured on
+# the Omniglot step (T = 128, random images, first order): every fused-batch-norm layout is up to
+# 4.5e-2 off the float64 result (the hand-written float32 batch norm 4.4e-3), and two of them
+# differed by 1.3e-2; a broken layout (tasks mixed up, a wrong filter) is off by O(1).
+AGREE_TOLERANCE = 0.1
+
+
 def _agree(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> bool:
-    """float32 layouts sum in other orders; a broken one is off by O(1), not by 1e-3."""
+    """Whether ``out`` matches ``ref`` to ``AGREE_TOLERANCE`` of each tensor's largest entry."""
     if len(ref) != len(out):
         return False
     for r, o in zip(ref, out, strict=True):
         scale = float(np.abs(r).max()) if r.size else 0.0
-        if r.shape != o.shape or not np.allclose(o, r, rtol=1e-2, atol=1e-2 * scale + 1e-6):
+        tol = AGREE_TOLERANCE
+        if r.shape != o.shape or not np.allclose(o, r, rtol=tol, atol=tol * scale + 1e-6):
             return False
     return True
 
