@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,3 +50,47 @@ def provenance() -> dict[str, Any]:
     """Library versions, git commit and device, once per session, for every case's extra_info
     (pytest-benchmark's own machine_info has no TensorFlow version or oneDNN state)."""
     return {"versions": library_versions(), "git": git_info(), "device": device_info()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def miniimagenet_fixture(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The miniImageNet suites' smoke runs need data that cannot be redistributed. Where the real
+    data set is not found, a small synthetic one in its pickle format (flat-colour classes, 84x84
+    RGB) stands in for it, through ``$DMAML_DATA``; its cases say so in ``extra_info``. It checks
+    that the suites run end to end, never what miniImageNet accuracy is."""
+    from dmaml_core.tasks.miniimagenet import DatasetNotFoundError, find_miniimagenet
+
+    try:
+        find_miniimagenet(None, ("train", "val", "test"))
+        return None
+    except DatasetNotFoundError:
+        pass
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_miniimagenet(root / "miniimagenet")
+    previous = os.environ.get("DMAML_DATA")
+    os.environ["DMAML_DATA"] = str(root)
+    yield "synthetic test fixture (the real miniImageNet is absent here)"
+    if previous is None:
+        os.environ.pop("DMAML_DATA", None)
+    else:
+        os.environ["DMAML_DATA"] = previous
+
+
+def write_synthetic_miniimagenet(folder: Path, classes: int = 6, per_class: int = 20) -> None:
+    """``mini-imagenet-cache-<split>.pkl`` files with ``classes`` flat-colour classes per split."""
+    import pickle
+
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    for s, split in enumerate(("train", "val", "test")):
+        colours = np.arange(classes * per_class) // per_class * 37 + 11 * s
+        images = (colours % 256).astype(np.uint8)[:, None, None, None] * np.ones(
+            (1, 84, 84, 3), np.uint8
+        )
+        class_dict = {
+            f"n{split}{c:04d}": list(range(c * per_class, (c + 1) * per_class))
+            for c in range(classes)
+        }
+        with (folder / f"mini-imagenet-cache-{split}.pkl").open("wb") as handle:
+            pickle.dump({"image_data": images, "class_dict": class_dict}, handle)

@@ -32,7 +32,10 @@ def split_means(timed: list[RunRecord]) -> dict[str, float]:
 
 
 def test_suite_case(
-    benchmark: Any, suite_case: tuple[Suite, Case, int], provenance: dict[str, Any]
+    benchmark: Any,
+    suite_case: tuple[Suite, Case, int],
+    provenance: dict[str, Any],
+    miniimagenet_fixture: str | None,
 ) -> None:
     suite, case, seed = suite_case
     compiled_maml.cache_clear()  # the warm-up run pays tracing, as in `harness run`
@@ -58,6 +61,7 @@ def test_suite_case(
             "scale": suite.scale,
             "seed": seed,
             "case": asdict(case),
+            "data": miniimagenet_fixture if case.domain == "miniimagenet" else None,
             "labels": list(suite.labels),
             "runs": len(timed),  # timed runs, the warm-up excluded (= rounds)
             "warmup_runs": 1,
