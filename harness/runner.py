@@ -163,6 +163,12 @@ def validate(learner: Any, config: WorkerConfig, suite: Suite, seed: int) -> dic
     }
 
 
+def _tracing_count(learner: Any) -> int:
+    """Traces made so far by a compiled learner (0 for one that does not count them)."""
+    count = getattr(learner, "tracing_count", None)
+    return int(count()) if callable(count) else 0
+
+
 def run_case_seed(
     suite: Suite,
     case: Case,
@@ -174,9 +180,13 @@ def run_case_seed(
 ) -> None:
     """One case-seed; ``position`` is (its 1-based index, the number of case-seeds to run)."""
     plan = suite.plan
-    compiled_maml.cache_clear()  # every case-seed pays its own tracing in its warm-up run
+    # Traced functions are kept across case-seeds (``compiled_maml`` caches them per domain and
+    # config): a sweep traces once per shape in this process. The warm-up run record says how many
+    # traces it made here (0: reused, or made in worker processes) and which layout ran.
     started = time.perf_counter()
     learner, config, backend = build(case, seed, plan.worker_timeout_s, plan.max_failures)
+    driver_learner = compiled_maml(config.domain, config.maml)
+    traces_before = _tracing_count(driver_learner)
     meter = RunMeter()
     store = CheckpointStore(checkpoint_dir(folder.path, case.case_id, seed))
     schedule = CheckpointSchedule(plan.checkpoint_every)
@@ -212,6 +222,11 @@ def run_case_seed(
             with meter:
                 record = learner.run()
             fields = run_fields(case, record, meter)
+            if done == first:
+                fields["driver_new_traces"] = _tracing_count(driver_learner) - traces_before
+                chosen = getattr(driver_learner, "layout", None)  # set where a step ran here
+                if chosen is not None:
+                    fields["layout"] = chosen.as_record()
             nodes = getattr(backend, "worker_nodes", None)  # where each logical worker ran (Ray)
             if nodes:
                 fields["backend_nodes"] = list(nodes)
