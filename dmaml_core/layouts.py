@@ -35,7 +35,7 @@ from dmaml_core.files import atomic_write_bytes
 
 # Total time the search may spend warming candidates up before it stops trying new ones (the first
 # candidate always runs): part of the 15 s warm-up target, the rest is the chosen step's own.
-SEARCH_BUDGET_S = 8.0
+SEARCH_BUDGET_S = 5.0
 SEARCH_ROUNDS = 3  # timed rounds over the surviving candidates
 DROP_SLOWER_THAN = 1.5  # after the first round, a candidate this much slower than the best stops
 REPORTED_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "fma")
@@ -177,8 +177,8 @@ def search(
     outputs as numpy arrays (reading them back ends the step). Each candidate's first call (tracing
     included) is untimed; a candidate is not started once the warm-ups have used ``budget_s``
     (default ``SEARCH_BUDGET_S``).
-    Then ``rounds`` interleaved timed rounds; after the first, candidates slower than
-    ``DROP_SLOWER_THAN`` times the best stop."""
+    Then ``rounds`` interleaved timed rounds (fewer once the search has taken twice the budget);
+    after the first, candidates slower than ``DROP_SLOWER_THAN`` times the best stop."""
     if not candidates:
         raise ValueError("no candidate layout")
     budget_s = SEARCH_BUDGET_S if budget_s is None else budget_s
@@ -201,6 +201,8 @@ def search(
     times: dict[str, list[float]] = {name: [] for name in runs}
     active = list(runs) if len(runs) > 1 else []  # one candidate: nothing to compare
     for r in range(rounds):
+        if r > 0 and time.perf_counter() - start > 2 * budget_s:
+            break  # a slow machine or large steps: one round (medians of fewer) decides
         for name in active:
             begin = time.perf_counter()
             runs[name]()

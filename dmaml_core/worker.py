@@ -3,7 +3,10 @@ returns its weights and loss history. Backends decide where workers live; this i
 
 A worker is *logical*: a process may host many of them. Its optimizer state and task stream
 persist across runs (so W = 1, E = 1 is exactly plain MAML), while the compiled MAML functions are
-shared by every worker of the same (domain, config) in a process, so tracing is paid once.
+shared by every worker of the same (domain, config) in a process, so tracing is paid once per task
+shape, across case-seeds too (the runner no longer clears them). The conv-net layout is chosen on
+a learner's first step (``dmaml_core.layouts``; cached on disk, so worker processes started later
+reuse the measured choice).
 """
 
 from __future__ import annotations
