@@ -22,6 +22,10 @@ every workload) failed twice on unchanged code while the machine was busy (-40 %
   ``threshold`` and the fall is significant (one-sided Welch t-test on the ratios, p < 0.05).
   A suspect workload is measured again, up to ``REPEATS`` more rounds; it is a regression only if
   every round says so.
+- **One code path.** The conv workload runs with a fixed layout (``DMAML_LAYOUT=per_task``, what
+  ``auto`` runs at first order): left alone, ``dmaml_core.layouts`` picks the layout by timing
+  candidates within a time budget, so which path the gate measured would depend on the load during
+  that search and on the disk cache, and a different pick would read as a regression or hide one.
 - **Load on record.** The load average and CPU use of the machine (all processes, this one, the
   others) during the measurement are printed and stored in a baseline written by
   ``--update-baseline``, so a number taken on a busy machine is visible as such.
@@ -58,6 +62,8 @@ MIN_SAMPLES = 3
 REPEATS = 2  # extra rounds for a suspect workload before it counts as a regression
 THREADS = 1  # TensorFlow intra- and inter-op threads during the gate
 SLOWDOWN_ENV = "DMAML_BENCH_INJECT_SLOWDOWN"
+LAYOUT_ENV = "DMAML_LAYOUT"  # dmaml_core.layouts: forces the conv net's layout
+LAYOUT = "per_task"
 
 Timer = Callable[[], float]
 Calibration = Literal["mlp", "conv"]
@@ -239,6 +245,7 @@ def workload_timer(w: Workload) -> Timer:
     from dmaml_core.worker import WorkerConfig
 
     factor = injected_slowdown()
+    os.environ[LAYOUT_ENV] = LAYOUT  # read when the first step chooses its layout
     domain = make_domain(w.domain, **w.params)
     cfg = MamlConfig(
         order=w.order,
@@ -447,6 +454,7 @@ def check(path: Path, update: bool, threshold: float, samples: int) -> int:
                 "load": load,
                 "samples": samples,
                 "threads": THREADS,
+                "layout": LAYOUT,
                 "injected_slowdown": injected_slowdown(),
                 "workloads": workloads,
             },

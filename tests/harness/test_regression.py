@@ -176,7 +176,7 @@ def test_end_to_end_baseline_then_pass_then_injected_regression(tmp_path: Path) 
     update = harness_check("--update-baseline", "--samples", "5", "--baseline", str(path))
     assert update.returncode == 0, update.stderr
     written = json.loads(path.read_text())
-    assert written["schema"] == 2 and written["threads"] == 1
+    assert written["schema"] == 2 and written["threads"] == 1 and written["layout"] == "per_task"
     assert set(written["load"]) >= {"loadavg_1_5_15", "cpu_percent", "cpu_percent_others"}
     assert all(len(w["relative"]) == 5 for w in written["workloads"].values())
     assert "machine load: load average" in update.stdout
