@@ -82,6 +82,7 @@ from dmaml_core.worker import GradientResult, WorkerConfig, WorkerResult
 DEFAULT_TIMEOUT_S = WARMUP_TIMEOUT_S
 DEFAULT_START_TIMEOUT_S = 180.0  # actor process start + TensorFlow import + building the workers
 DEFAULT_CONNECT_TIMEOUT_S = 30.0  # finding and joining an existing cluster
+RECOVERY_DEATHS = 3  # an actor that dies this often more while being recovered is given up
 # Ray documents these for clusters started with RAY_AUTH_MODE=token (ray.exceptions.
 # AuthenticationError): the token itself, or a file holding it (default ~/.ray/auth_token).
 _AUTH_HINT = (
@@ -422,6 +423,7 @@ class RayBackend:
         deadline = start + self.start_timeout_s
         replies: dict[int, tuple[int, int, str, str]] = {}
         pending = {actor.ready.remote(): h for h, actor in enumerate(self._actors)}
+        died: dict[int, int] = {}  # ActorDiedError replies per actor during this recovery
         while pending:
             cpus = self._alive_cpus()
             if cpus + 1e-9 < self._cpus_per_actor * self.processes:
@@ -437,11 +439,13 @@ class RayBackend:
                 try:
                     replies[h] = ray.get(ref)
                 except RayActorError as err:
-                    if _restarts_left(err):  # asked while its restart was still under way
-                        pending[self._actors[h].ready.remote()] = h
-                        time.sleep(0.2)
-                    else:
+                    # Unavailable: still restarting (Ray's own word for "temporary"); died: it
+                    # may have died again while restarting, so ask a few times, not forever
+                    died[h] = died.get(h, 0) + isinstance(err, ray.exceptions.ActorDiedError)
+                    if died[h] > RECOVERY_DEATHS:
                         self._fail(f"recovery: {self._describe(h)} is gone ({_one_line(err)})")
+                    pending[self._actors[h].ready.remote()] = h
+                    time.sleep(0.5)
         before = list(self.node_ids)
         self._placed([replies[h] for h in range(self.processes)])
         moved = [h for h in range(self.processes) if self.node_ids[h] != before[h]]
@@ -622,9 +626,3 @@ def _one_line(err: BaseException) -> str:
     """The first line of a Ray error, shortened: records and messages stay one line."""
     text = str(err).strip().splitlines()
     return text[0][:300] if text else type(err).__name__
-
-
-def _restarts_left(err: RayActorError) -> bool:
-    """Whether Ray still restarts the actor that ``err`` is about (a call that reached it while
-    it was restarting), as opposed to one that is dead for good."""
-    return not isinstance(err, ray.exceptions.ActorDiedError) or "max_restarts" not in str(err)

@@ -160,24 +160,29 @@ if sys.argv[1] == "wait":
 """
 
 
-def start_driver(mode: str) -> tuple[subprocess.Popen[str], list[int], list[int]]:
+def start_driver(mode: str) -> tuple[subprocess.Popen[bytes], list[int], list[int]]:
     proc = subprocess.Popen(
         [sys.executable, "-c", DRIVER, mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        text=True,
         start_new_session=True,
     )
     assert proc.stdout is not None
-    lines = []
-    for _ in range(2):
-        readable, _, _ = select.select([proc.stdout], [], [], 180.0)
-        lines.append(proc.stdout.readline() if readable else "")
-    if not all(lines):
+    # Raw reads of the pipe: a buffered readline may swallow both lines at once, and a select on
+    # the pipe then waits for a third that a driver sleeping in "wait" mode never writes.
+    out, deadline = b"", time.monotonic() + 180.0
+    while out.count(b"\n") < 2 and (left := deadline - time.monotonic()) > 0:
+        readable, _, _ = select.select([proc.stdout], [], [], left)
+        chunk = os.read(proc.stdout.fileno(), 4096) if readable else b""
+        if not chunk:
+            break
+        out += chunk
+    lines = out.decode().splitlines()
+    if len(lines) < 2:
         proc.kill()
         proc.communicate(timeout=10)
         pytest.fail("the driver did not start its Ray cluster within 180 s")
-    actors, everything = ([int(p) for p in line.split()] for line in lines)
+    actors, everything = ([int(p) for p in line.split()] for line in lines[:2])
     return proc, actors, everything
 
 

@@ -25,6 +25,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from harness.checkpoint import CheckpointStore, checkpoint_dir, select_records  # noqa: E402
 from harness.progress import ProgressEvent  # noqa: E402
+from harness.report import load  # noqa: E402
 from harness.runner import CaseFailed, run_suite  # noqa: E402
 from harness.store import RunFolder  # noqa: E402
 from harness.suite import Suite, load_suite  # noqa: E402
@@ -87,6 +88,7 @@ def sweep(
     event), call its action (which kills something)."""
     the_suite = suite(tmp_path, max_failures)
     folder = RunFolder.create(tmp_path / "results", the_suite.name, the_suite.scale)
+    folder.write_manifest({"suite": the_suite.name, "scale": the_suite.scale})  # for report.load
     pending = dict(at_runs)
 
     def progress(event: ProgressEvent) -> None:
@@ -123,6 +125,9 @@ def assert_counted_once_and_exact(folder: RunFolder, reference: RunFolder) -> No
     assert got_v == want_v and [v[0] for v in got_v] == [0, TOTAL]
     for a, b in zip(final_theta(folder), final_theta(reference), strict=True):
         assert np.array_equal(a, b)
+    (results,) = load([folder])  # the report counts each run once too
+    (case,) = results.cases.values()
+    assert len(case.runs) == RUNS and len(case.warmups) == 1
 
 
 @pytest.fixture(scope="module")
