@@ -85,9 +85,12 @@ DEFAULT_CONNECT_TIMEOUT_S = 30.0  # finding and joining an existing cluster
 RECOVERY_DEATHS = 3  # an actor that dies this often more while being recovered is given up
 # Ray documents these for clusters started with RAY_AUTH_MODE=token (ray.exceptions.
 # AuthenticationError): the token itself, or a file holding it (default ~/.ray/auth_token).
+# A driver (or `ray start --address`) with RAY_AUTH_MODE unset does not send the token even when
+# ~/.ray/auth_token holds the right one (Ray 2.60, seen here): both settings are named.
 _AUTH_HINT = (
     "it uses token authentication and no valid token was given: set RAY_AUTH_TOKEN (or "
-    "RAY_AUTH_TOKEN_PATH, or put the token in ~/.ray/auth_token) to the cluster's token"
+    "RAY_AUTH_TOKEN_PATH, or put the token in ~/.ray/auth_token) to the cluster's token, and "
+    "RAY_AUTH_MODE=token"
 )
 _AUTH_MARKERS = ("Unauthenticated", "InvalidAuthToken", "AuthenticationError")
 # Joins the cluster in a child process that can be killed at the deadline: ray.init itself
@@ -421,13 +424,14 @@ class RayBackend:
         start = time.perf_counter()
         self.limits = RunTimeout(self.limits.fixed_s)
         deadline = start + self.start_timeout_s
+        before = dict(zip(self.node_ids, self._labels(), strict=True))
         replies: dict[int, tuple[int, int, str, str]] = {}
         pending = {actor.ready.remote(): h for h, actor in enumerate(self._actors)}
         died: dict[int, int] = {}  # ActorDiedError replies per actor during this recovery
         while pending:
             cpus = self._alive_cpus()
             if cpus + 1e-9 < self._cpus_per_actor * self.processes:
-                return self._rebuild(cpus, start)
+                return {**self._rebuild(cpus, start), "lost_nodes": self._lost_nodes(before)}
             if time.perf_counter() > deadline:
                 waiting = ", ".join(self._describe(h) for h in pending.values())
                 self._fail(
@@ -446,15 +450,28 @@ class RayBackend:
                         self._fail(f"recovery: {self._describe(h)} is gone ({_one_line(err)})")
                     pending[self._actors[h].ready.remote()] = h
                     time.sleep(0.5)
-        before = list(self.node_ids)
+        old = list(self.node_ids)
         self._placed([replies[h] for h in range(self.processes)])
-        moved = [h for h in range(self.processes) if self.node_ids[h] != before[h]]
+        moved = [h for h in range(self.processes) if self.node_ids[h] != old[h]]
         return {
             "action": "restarted",
             "actors": self.processes,
             "moved_actors": moved,
+            "lost_nodes": self._lost_nodes(before),
             "recovery_s": time.perf_counter() - start,
         }
+
+    def _labels(self) -> list[str]:
+        """Each actor's node as ``worker_nodes`` names it."""
+        return [self.worker_nodes[ids[0]] for ids in self.assignment] if self.worker_nodes else []
+
+    @staticmethod
+    def _lost_nodes(labels: dict[str, str]) -> list[str]:
+        """Which of the nodes (id -> label) this backend used are no longer alive: a killed raylet
+        is declared dead only once its health checks fail (~15 s here), so a failure record's
+        ``node_alive`` may still say True where this, after the recovery, names the node."""
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        return sorted(label for node, label in labels.items() if node not in alive)
 
     def _rebuild(self, cpus: float, start: float) -> dict[str, Any]:
         """Replace every actor by as many as the live CPUs take (see ``recover``)."""
@@ -569,7 +586,7 @@ class RayBackend:
         node = self.node_ids[h] if h < len(self.node_ids) else ""
         alive = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
         state = "alive" if alive.get(node) else "lost"
-        label = self.worker_nodes[self.assignment[h][0]] if self.worker_nodes else node
+        label = self._labels()[h] if self.worker_nodes else node
         raise WorkerLost(
             f"ray backend, {what}: {self._describe(h)} on node {label} ({state}) died "
             f"({type(err).__name__}: {_one_line(err)})",

@@ -156,11 +156,12 @@ def test_a_lost_node_moves_its_worker_and_the_sweep_goes_on(
     assert any(node.endswith(lost) for node in before)
     (failure,) = of_kind(records, "worker_failure")
     assert failure["run_index"] == 5 and failure["restored_from_run"] == 3
-    assert failure["node"].endswith(lost) and failure["node_alive"] is False
+    assert failure["node"].endswith(lost)
     assert failure["node"] in before and before.index(failure["node"]) == failure["actor"]
     assert "died" in failure["error"] and "\n" not in failure["error"]
     resume = next(r for r in of_kind(records, "case_resume") if r.get("after_failure"))
     assert resume["from_run"] == 3 and resume["recovery"]["action"] == "rebuilt"
+    assert resume["recovery"]["lost_nodes"] == [failure["node"]]
     after = runs[-1]["backend_nodes"]
     assert len(set(after)) == 1 and not after[0].endswith(lost)  # both on the head now
     assert len(runs) == TOTAL + 2  # runs 3 and 4 were re-done after the restore
@@ -189,6 +190,7 @@ def test_a_killed_actor_process_is_restarted_and_the_sweep_goes_on(
     assert failure["pid"] == runs[4]["backend_p1_pid"]
     resume = next(r for r in of_kind(records, "case_resume") if r.get("after_failure"))
     assert resume["recovery"]["action"] == "restarted"  # by Ray, on the same node
+    assert resume["recovery"]["lost_nodes"] == []
     assert runs[-1]["backend_p1_pid"] != failure["pid"]
     assert runs[-1]["backend_nodes"] == runs[0]["backend_nodes"]
     assert_counted_once_and_exact(folder, reference)
