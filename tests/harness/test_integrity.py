@@ -363,3 +363,48 @@ def test_disk_full_is_one_line_and_keeps_what_was_written(tiny_suite: Path, tmp_
         assert records.read_bytes().count(b"\n") >= 1  # what was complete is still there
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.integration
+def test_a_read_only_results_dir_is_one_line(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unwritable results folder, for real even as root: a read-only tmpfs (skipped where mount
+    is refused)."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)],
+                      capture_output=True, check=False).returncode:  # fmt: skip
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        code, _, err = run_cli(
+            capsys, "run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(mount)
+        )
+        line = one_clear_line(err)
+        assert code == 2 and "Read-only file system" in line and str(mount) in line
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_an_unreadable_suite_path_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "looks_like.toml"
+    folder.mkdir()  # a folder where a suite file should be: unreadable as a file, even for root
+    code, _, err = run_cli(capsys, "run", str(folder), "--scale", "smoke")
+    assert code == 2 and "cannot read the suite file" in one_clear_line(err)
+
+
+def test_list_survives_a_broken_suite_beside_good_ones(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suites = tmp_path / "more_suites"
+    suites.mkdir()
+    (suites / "broken.toml").write_bytes(b'name = "broken"\ndescription = "\xff"\n')
+    (suites / "tiny.toml").write_text(tiny_suite.read_text())
+    code, out, err = run_cli(capsys, "list", "--suites", str(suites))
+    assert code == 0 and "Traceback" not in err
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "broken" in rows and "tiny" in rows and "main" in rows
