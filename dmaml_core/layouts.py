@@ -46,7 +46,7 @@ class LayoutChoice:
     """What runs and why; stored with benchmarks and records."""
 
     layout: str
-    why: str  # "measured", "cached", "forced", "only candidate", "default"
+    why: str  # "measured", "cached", "forced", "only candidate", "search budget: ..."
     candidates: tuple[str, ...] = ()
     median_ms: dict[str, float] = field(default_factory=dict)  # per candidate, this search
     dropped: dict[str, str] = field(default_factory=dict)  # candidate -> why it was not used
@@ -217,7 +217,13 @@ def search(
     best_name = min(contenders, key=contenders.__getitem__) if contenders else next(iter(runs))
     return LayoutChoice(
         layout=best_name,
-        why="measured" if len(candidates) > 1 else "only candidate",
+        why=(
+            "only candidate"
+            if len(candidates) == 1
+            else "measured"
+            if len(median_ms) > 1
+            else "search budget: one candidate ran"  # not cached: a later process tries again
+        ),
         candidates=tuple(candidates),
         median_ms=median_ms,
         dropped=dropped,
