@@ -556,7 +556,12 @@ def parser() -> argparse.ArgumentParser:
         default=0.25,
         help="relative slowdown that counts, if also significant (default 0.25)",
     )
-    chk.add_argument("--samples", type=int, default=12, help="timed samples per workload")
+    chk.add_argument(
+        "--samples",
+        type=int,
+        default=12,
+        help="calibration/workload pairs per workload and round (an integer >= 3)",
+    )
     chk.add_argument(
         "--update-baseline",
         action="store_true",
