@@ -27,11 +27,8 @@ Two consequences worth knowing:
   and validation pass the same ``twice_differentiated=False``), so nothing tells it which gradient
   must vanish; and a ``tf.stop_gradient`` on the offsets would also drop the second-order term
   through which an offset changes the inner gradient of the other weights. The net therefore
-  declares ``inner_loop_mask`` (``False`` for the offsets) for an inner step that honours it; an
-  inner step that ignores the mask adapts the offsets like any other weight. ``maml.inner_step``
-  does not read it yet, so MAML runs with ``network = "finn"`` still adapt the offsets; the
-  proposed inner step is ``masked_inner_step`` in ``tests/dmaml_core/test_finn_net.py``, checked
-  there against finite differences to second order.
+  declares ``inner_loop_mask`` (``False`` for the offsets), which ``maml.inner_step`` honours;
+  checked in ``tests/dmaml_core/test_finn_net.py`` against finite differences to second order.
 
 Defaults of ``tf.contrib.layers.batch_norm`` as documented for TensorFlow 1.15: ``center=True,
 scale=False, epsilon=0.001, is_training=True``. Whether Finn's TensorFlow 1 graph differentiated

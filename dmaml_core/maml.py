@@ -86,20 +86,36 @@ def task_losses(
     return tf.reduce_mean(per_example, axis=1), tf.reduce_mean(correct, axis=1)
 
 
+def inner_loop_mask(model: Model, n_weights: int) -> tuple[bool, ...]:
+    """Which weights the inner loop adapts: the model's optional ``inner_loop_mask`` (e.g. Finn
+    et al.'s batch-norm offsets are learned by the outer loop only), else all of them."""
+    mask = getattr(model, "inner_loop_mask", None)
+    if mask is None:
+        return (True,) * n_weights
+    if len(mask) != n_weights:
+        raise ValueError(f"inner_loop_mask has {len(mask)} entries for {n_weights} weights")
+    return tuple(bool(a) for a in mask)
+
+
 def inner_step(
     model: Model, cfg: MamlConfig, weights: Weights, x: tf.Tensor, y: tf.Tensor, first_order: bool
 ) -> Weights:
     """One SGD step per task on its support set. Tasks are independent, so the gradient of the
-    summed task losses w.r.t. the stacked weights is the stack of per-task gradients."""
+    summed task losses w.r.t. the stacked weights is the stack of per-task gradients. Weights
+    outside the model's ``inner_loop_mask`` pass through unchanged (and still carry the outer
+    gradient, to second order, through their effect on the adapted ones)."""
+    mask = inner_loop_mask(model, len(weights))
+    adapted = [w for w, a in zip(weights, mask, strict=True) if a]
     with tf.GradientTape() as tape:
-        tape.watch(weights)
+        tape.watch(adapted)
         # Second order differentiates this pass twice (the outer tape sees the inner gradient).
         losses, _ = task_losses(model, cfg.loss, weights, x, y, not first_order)
         total = tf.reduce_sum(losses)
-    grads = tape.gradient(total, weights)
+    grads = tape.gradient(total, adapted)
     if first_order:
         grads = [tf.stop_gradient(g) for g in grads]
-    return [w - cfg.alpha * g for w, g in zip(weights, grads, strict=True)]
+    step = iter(grads)
+    return [w - cfg.alpha * next(step) if a else w for w, a in zip(weights, mask, strict=True)]
 
 
 def adapt(

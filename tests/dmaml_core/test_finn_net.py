@@ -4,13 +4,11 @@
 - architecture: parameter counts, which weights the inner loop adapts, the conv bias that batch
   norm removes;
 - second derivatives: the fast float32 paths against the float64 reference path;
-- MAML with the batch-norm offsets kept out of the inner loop: ``dmaml_core.maml.inner_step`` has
-  no adaptation mask yet, so ``masked_inner_step`` below (the proposed change: ``inner_step`` plus
-  the model's ``inner_loop_mask``) is patched in, and its first- and second-order meta-gradients are
-  checked against finite differences of an explicit per-task loop and against the stopped-gradient
-  form. ``test_maml_inner_step_keeps_offsets_once_it_honours_the_mask`` fails (strict xfail)
-  until ``maml.inner_step`` honours the mask: when it XPASSes, drop the patch and the marker.
-- today's MAML (every weight adapted) on this net: second order against finite differences.
+- MAML with the batch-norm offsets kept out of the inner loop (``maml.inner_step`` honours the
+  model's ``inner_loop_mask``): first- and second-order meta-gradients against finite differences
+  of an explicit per-task loop and against the stopped-gradient form;
+- MAML with every weight adapted (the mask ignored) on this net: second order against finite
+  differences.
 """
 
 from __future__ import annotations
@@ -254,28 +252,23 @@ def test_fast_hessian_vector_products_match_float64_reference(net: FinnConvNet, 
 # MAML with the offsets kept out of the inner loop
 
 
-def masked_inner_step(
+def unmasked_inner_step(
     model: Model, cfg: MamlConfig, weights: Weights, x: tf.Tensor, y: tf.Tensor, first_order: bool
 ) -> Weights:
-    """The proposed ``maml.inner_step``: SGD on the weights the model's ``inner_loop_mask`` marks
-    (all of them when it has none); the others pass through unchanged, so the outer tape still
-    sees how they shape the inner gradient of the adapted ones (the second-order term)."""
-    mask = getattr(model, "inner_loop_mask", None) or (True,) * len(weights)
-    adapted = [w for w, a in zip(weights, mask, strict=True) if a]
+    """An inner step that ignores ``inner_loop_mask`` (adapts every weight, offsets included)."""
     with tf.GradientTape() as tape:
-        tape.watch(adapted)
+        tape.watch(weights)
         losses, _ = task_losses(model, cfg.loss, weights, x, y, not first_order)
         total = tf.reduce_sum(losses)
-    grads = tape.gradient(total, adapted)
+    grads = tape.gradient(total, weights)
     if first_order:
         grads = [tf.stop_gradient(g) for g in grads]
-    step = iter(grads)
-    return [w - cfg.alpha * next(step) if a else w for w, a in zip(weights, mask, strict=True)]
+    return [w - cfg.alpha * g for w, g in zip(weights, grads, strict=True)]
 
 
 @pytest.fixture
-def masked_maml(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(maml, "inner_step", masked_inner_step)
+def unmasked_maml(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(maml, "inner_step", unmasked_inner_step)
     yield
 
 
@@ -338,7 +331,6 @@ FD_IDS = IDS[:2]
 
 
 @pytest.mark.slow  # 3-8 s each here (finite differences, per-task graphs)
-@pytest.mark.usefixtures("masked_maml")
 @pytest.mark.parametrize("inner_steps", [1, 2])
 @pytest.mark.parametrize("net", FD_NETS, ids=FD_IDS)
 def test_masked_second_order_matches_finite_differences(net: FinnConvNet, inner_steps: int) -> None:
@@ -355,7 +347,6 @@ def test_masked_second_order_matches_finite_differences(net: FinnConvNet, inner_
     np.testing.assert_allclose(metrics.loss_sum, reference, rtol=1e-12)
 
 
-@pytest.mark.usefixtures("masked_maml")
 @pytest.mark.parametrize("net", FD_NETS, ids=FD_IDS)
 def test_masked_first_order_is_the_stopped_gradient_form(net: FinnConvNet) -> None:
     cfg1 = MamlConfig(alpha=0.4, order=1, loss="xent")
@@ -374,7 +365,6 @@ def test_masked_first_order_is_the_stopped_gradient_form(net: FinnConvNet) -> No
 
 
 @pytest.mark.slow  # 3-8 s each here (finite differences, per-task graphs)
-@pytest.mark.usefixtures("masked_maml")
 @pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("net", NETS, ids=IDS)
 def test_masked_fast_meta_gradients_match_float64_reference(net: FinnConvNet, order: int) -> None:
@@ -402,7 +392,6 @@ def _adapt_changes(net: FinnConvNet, first_order: bool) -> list[float]:
     ]
 
 
-@pytest.mark.usefixtures("masked_maml")
 @pytest.mark.parametrize("first_order", [True, False])
 def test_masked_inner_loop_keeps_offsets_and_adapts_kernels_and_head(first_order: bool) -> None:
     net = MEAN_NET
@@ -414,18 +403,15 @@ def test_masked_inner_loop_keeps_offsets_and_adapts_kernels_and_head(first_order
     assert max(biases) < 1e-5 * min(kernels)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="maml.inner_step adapts every weight: it does not read inner_loop_mask yet",
-)
-def test_maml_inner_step_keeps_offsets_once_it_honours_the_mask() -> None:
+def test_maml_inner_step_keeps_the_offsets() -> None:
     changes = _adapt_changes(MEAN_NET, first_order=True)
     assert changes[2 : 3 * MEAN_NET.blocks : 3] == [0.0] * MEAN_NET.blocks
 
 
 @pytest.mark.slow  # ~4 s here (finite differences)
+@pytest.mark.usefixtures("unmasked_maml")
 def test_unmasked_maml_second_order_matches_finite_differences() -> None:
-    """What the harness runs today (offsets adapted too) is still an exact second-order MAML."""
+    """With every weight adapted (the mask ignored), still an exact second-order MAML."""
     net = MEAN_NET
     cfg = MamlConfig(alpha=0.4, order=2, loss="xent")
     p = params(net, 13, tf.float64)
