@@ -679,6 +679,23 @@ COMPARISON_DROP = [
 ]
 
 
+def domain_lines(results: Results) -> list[str]:
+    """What was learned and on which network, from the cases' own records: "domain: omniglot
+    (network finn, n_way 5, ...)"; image domains always say which network ran."""
+    seen: list[str] = []
+    for case in results.cases.values():
+        spec = case.case
+        name = spec.get("domain", "?")
+        params = dict(spec.get("domain_params", ()))
+        if name in ("omniglot", "miniimagenet", "random_images"):
+            params.setdefault("network", "ours")
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(params.items()))
+        line = f"domain: {name}" + (f" ({shown})" if shown else "")
+        if line not in seen:
+            seen.append(line)
+    return seen
+
+
 def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = False) -> str:
     """The report as text. ``wide=False`` fits every line into TERMINAL_WIDTH columns (for a
     terminal); files are written with ``wide=True`` and keep every column."""
@@ -710,6 +727,8 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
         f"machine: {machine.get('cpu_model', '?')}, {machine.get('usable_cores', '?')} "
         f"cores; git {machine.get('git', {}).get('commit', '?')[:10]}"
     )
+    for domain in domain_lines(results):
+        parts.append(prose(domain))
     plan = results.plan
     if plan:
         parts.append(
