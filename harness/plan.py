@@ -38,14 +38,19 @@ class CaseEstimate:
     seeds: int
     runs: int
     validations: int
+    # the first validation traces its graph; later ones (other seeds too) reuse it
+    validation_first_s: float = 0.0
 
     @property
     def total_s(self) -> float:
-        return self.seeds * self._per_seed(self.run_s)
+        return self.seeds * self._per_seed(self.run_s) + self._tracing()
 
     @property
     def total_projected_s(self) -> float:
-        return self.seeds * self._per_seed(self.run_projected_s)
+        return self.seeds * self._per_seed(self.run_projected_s) + self._tracing()
+
+    def _tracing(self) -> float:
+        return max(0.0, self.validation_first_s - self.validation_s) if self.validations else 0.0
 
     def _per_seed(self, run_s: float) -> float:
         return (
@@ -79,9 +84,13 @@ def from_records(runs: list[dict[str, Any]], starts: list[dict[str, Any]],
         "setup_s": statistics.median(s.get("setup_s", 0.0) for s in starts) if starts else 0.0,
         "warmup_s": statistics.median(r["wall_s"] for r in warm),
         "runs": timed,  # type: ignore[dict-item]
-        "validation_s": statistics.median(v["validation_s"] for v in validations)
+        # the first validation of a case-seed may trace; the steady cost is that of the others
+        "validation_s": statistics.median(
+            v["validation_s"] for v in (validations[1:] or validations)
+        )
         if validations
         else 0.0,
+        "validation_first_s": validations[0]["validation_s"] if validations else 0.0,
         "peak_rss_bytes": max(r.get("peak_rss_bytes", 0) for r in runs),
     }
 
@@ -130,9 +139,11 @@ def calibrate(suite: Suite, case: Case, runs: int) -> dict[str, Any]:
                 record = learner.run()
             fields = run_fields(case, record, meter)
             measured.append({**fields, "warmup": index == 0, "backend": case.backend})
-        began = time.perf_counter()
-        validate(learner, config, suite, seed)
-        validation = time.perf_counter() - began
+        validation = []
+        for _ in range(2 if suite.plan.checkpoints else 0):  # the first one traces
+            began = time.perf_counter()
+            validate(learner, config, suite, seed)
+            validation.append(time.perf_counter() - began)
     finally:
         meter.close()
         backend.close()
@@ -140,7 +151,8 @@ def calibrate(suite: Suite, case: Case, runs: int) -> dict[str, Any]:
         "setup_s": setup,
         "warmup_s": measured[0]["wall_s"],
         "runs": measured[1:],
-        "validation_s": validation if suite.plan.checkpoints else 0.0,
+        "validation_s": validation[-1] if validation else 0.0,
+        "validation_first_s": validation[0] if validation else 0.0,
         "peak_rss_bytes": max(r["peak_rss_bytes"] for r in measured),
     }
 
@@ -169,6 +181,7 @@ def estimate(
                     projected_run_s({"backend": case.backend, **r}, cores) for r in timed
                 ),
                 validation_s=figures["validation_s"],
+                validation_first_s=figures.get("validation_first_s", figures["validation_s"]),
                 peak_rss_bytes=int(figures["peak_rss_bytes"]),
                 seeds=len(suite.plan.seeds),
                 runs=suite.plan.runs,
