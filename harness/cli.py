@@ -98,6 +98,10 @@ def _resume_folder(
         raise StoreError(f"nothing to resume: no {suite.name}/{suite.scale}-* under {root}")
     if not folder.path.is_dir():
         raise StoreError(f"{folder.path}: no such folder; not a dmaml-bench results folder")
+    if folder.archived_records_path.exists() and not folder.records_path.exists():
+        raise StoreError(
+            f"{folder.path} is archived (records.jsonl.gz): decompress it (gunzip) to continue it"
+        )
     lock = folder.lock()
     try:
         manifest = folder.manifest()

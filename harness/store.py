@@ -10,6 +10,7 @@ Every file carries ``schema``; readers refuse versions they do not know.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -77,10 +78,12 @@ def _check_schema(data: dict[str, Any], where: Path) -> None:
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Every complete record of a ``records.jsonl``; a torn final line is skipped."""
     try:
-        with path.open("rb") as handle:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
             lines = handle.read().split(b"\n")
-    except OSError as err:
-        raise StoreError(f"{path}: cannot read the records ({err.strerror})") from None
+    except (OSError, EOFError) as err:  # EOFError: a truncated .gz
+        why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise StoreError(f"{path}: cannot read the records ({why})") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -150,7 +153,14 @@ class RunFolder:
     def write_manifest(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path, {**data, "schema": SCHEMA_VERSION})
 
+    @property
+    def archived_records_path(self) -> Path:
+        """``records.jsonl.gz``: a finished folder compressed for the repository (read-only)."""
+        return self.path / f"{RECORDS}.gz"
+
     def records(self) -> list[dict[str, Any]]:
+        if not self.records_path.exists() and self.archived_records_path.exists():
+            return list(read_records(self.archived_records_path))
         if not self.records_path.exists():
             return []
         return list(read_records(self.records_path))

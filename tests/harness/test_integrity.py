@@ -408,3 +408,18 @@ def test_list_survives_a_broken_suite_beside_good_ones(
     assert code == 0 and "Traceback" not in err
     rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "broken" in rows and "tiny" in rows and "main" in rows
+
+
+def test_an_archived_folder_is_reported_but_not_resumed(
+    finished: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+
+    suite, folder = finished
+    records = folder / "records.jsonl"
+    (folder / "records.jsonl.gz").write_bytes(gzip.compress(records.read_bytes()))
+    records.unlink()
+    code, out, _ = run_cli(capsys, "report", str(folder), "--out", str(folder.parent / "out"))
+    assert code == 0 and "w2-e1-t4-sum-o2" in out
+    code, _, err = run_cli(capsys, "run", str(suite), "--scale", "smoke", "--resume", str(folder))
+    assert code == 2 and "is archived (records.jsonl.gz)" in one_clear_line(err)

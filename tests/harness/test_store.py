@@ -66,3 +66,20 @@ def test_kill_minus_nine_leaves_every_earlier_record_readable(tmp_path: Path) ->
     numbers = [r["n"] for r in read_records(folder.records_path)]
     assert len(numbers) >= 30
     assert numbers == list(range(len(numbers)))  # nothing lost or reordered before the kill
+
+
+def test_an_archived_folder_reads_its_gzipped_records(tmp_path: Path) -> None:
+    """Finished folders are committed as records.jsonl.gz: readable, never appended to."""
+    import gzip
+
+    folder = RunFolder.create(tmp_path, "s", "smoke")
+    folder.write_manifest({"suite": "s", "scale": "smoke"})
+    folder.append({"kind": "run", "n": 1})
+    folder.append({"kind": "run", "n": 2})
+    plain = folder.records_path.read_bytes()
+    folder.archived_records_path.write_bytes(gzip.compress(plain))
+    folder.records_path.unlink()
+    assert [r["n"] for r in folder.records()] == [1, 2]
+    folder.archived_records_path.write_bytes(gzip.compress(plain)[:20])  # truncated
+    with pytest.raises(StoreError, match=r"records\.jsonl\.gz: cannot read the records"):
+        folder.records()
