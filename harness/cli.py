@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import errno
 import os
-import statistics
 import sys
 import tempfile
 import textwrap
@@ -319,37 +318,13 @@ def _list_estimate(suite: Suite, roots: list[Path]) -> str:
     known = plan.history(suite, [root / suite.name for root in roots])
     if not known:
         return "-"
-    total = 0.0
-    for case in suite.cases:
-        if case.case_id not in known:
-            continue
-        figures = known[case.case_id][1]
-        run_s = statistics.median(r["wall_s"] for r in figures["runs"])
-        estimate = plan.CaseEstimate(
-            case_id=case.case_id,
-            source="records",
-            setup_s=figures["setup_s"],
-            warmup_s=figures["warmup_s"],
-            run_s=run_s,
-            run_projected_s=run_s,  # not shown: `plan` projects for N cores
-            validation_s=figures["validation_s"],
-            peak_rss_bytes=int(figures["peak_rss_bytes"]),
-            seeds=len(suite.plan.seeds),
-            runs=suite.plan.runs,
-            validations=len(suite.plan.checkpoints),
-        )
-        total += estimate.total_s
+    total = sum(
+        plan.case_estimate(suite, case, known[case.case_id][1], "records", 1).total_s
+        for case in suite.cases
+        if case.case_id in known
+    )
     partial = "+" if len(known) < len(suite.cases) else ""
-    return _short_duration(total) + partial
-
-
-def _short_duration(seconds: float) -> str:
-    """'13s', '22.6m', '5.7h': narrow enough for three scales beside the descriptions."""
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
+    return plan.duration(total, compact=True) + partial
 
 
 def cmd_report(args: argparse.Namespace) -> int:

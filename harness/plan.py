@@ -169,26 +169,31 @@ def estimate(
         else:
             figures = calibrate(suite, case, calibrate_runs)
             source = f"calibrated: {calibrate_runs} runs"
-        timed = figures["runs"]
-        out.append(
-            CaseEstimate(
-                case_id=case.case_id,
-                source=source,
-                setup_s=figures["setup_s"],
-                warmup_s=figures["warmup_s"],
-                run_s=statistics.median(r["wall_s"] for r in timed),
-                run_projected_s=statistics.median(
-                    projected_run_s({"backend": case.backend, **r}, cores) for r in timed
-                ),
-                validation_s=figures["validation_s"],
-                validation_first_s=figures.get("validation_first_s", figures["validation_s"]),
-                peak_rss_bytes=int(figures["peak_rss_bytes"]),
-                seeds=len(suite.plan.seeds),
-                runs=suite.plan.runs,
-                validations=len(suite.plan.checkpoints),
-            )
-        )
+        out.append(case_estimate(suite, case, figures, source, cores))
     return out
+
+
+def case_estimate(
+    suite: Suite, case: Case, figures: dict[str, Any], source: str, cores: int
+) -> CaseEstimate:
+    """One case's estimate from its measured figures (``from_records`` or ``calibrate``)."""
+    timed = figures["runs"]
+    return CaseEstimate(
+        case_id=case.case_id,
+        source=source,
+        setup_s=figures["setup_s"],
+        warmup_s=figures["warmup_s"],
+        run_s=statistics.median(r["wall_s"] for r in timed),
+        run_projected_s=statistics.median(
+            projected_run_s({"backend": case.backend, **r}, cores) for r in timed
+        ),
+        validation_s=figures["validation_s"],
+        validation_first_s=figures.get("validation_first_s", figures["validation_s"]),
+        peak_rss_bytes=int(figures["peak_rss_bytes"]),
+        seeds=len(suite.plan.seeds),
+        runs=suite.plan.runs,
+        validations=len(suite.plan.checkpoints),
+    )
 
 
 def render(suite: Suite, estimates: list[CaseEstimate], cores: int, label: str) -> str:
@@ -202,8 +207,8 @@ def render(suite: Suite, estimates: list[CaseEstimate], cores: int, label: str) 
             f"{e.warmup_s:.1f}",
             f"{e.run_s:.3f}",
             f"{e.run_projected_s:.3f}",
-            _duration(e.total_s),
-            _duration(e.total_projected_s),
+            duration(e.total_s),
+            duration(e.total_projected_s),
             f"{e.peak_rss_bytes / 2**30:.2f}",
         ]
         for e in estimates
@@ -211,7 +216,7 @@ def render(suite: Suite, estimates: list[CaseEstimate], cores: int, label: str) 
     total = sum(e.total_s for e in estimates)
     projected = sum(e.total_projected_s for e in estimates)
     peak = max((e.peak_rss_bytes for e in estimates), default=0)
-    rows.append(["TOTAL", "", "", "", "", _duration(total), _duration(projected),
+    rows.append(["TOTAL", "", "", "", "", duration(total), duration(projected),
                  f"{peak / 2**30:.2f}"])  # fmt: skip
     head = ["case", "src", "warm-up s", "s/run", "proj. s/run", "total", "proj. total",
             "peak GiB"]  # fmt: skip
@@ -241,9 +246,11 @@ def render(suite: Suite, estimates: list[CaseEstimate], cores: int, label: str) 
     )
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float, compact: bool = False) -> str:
+    """'13 s', '22.6 min', '5.7 h'; compact ('13s', '22.6m', '5.7h') where columns are narrow."""
+    units = ("s", "m", "h") if compact else (" s", " min", " h")
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.0f}{units[0]}"
     if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{seconds / 60:.1f}{units[1]}"
+    return f"{seconds / 3600:.1f}{units[2]}"
