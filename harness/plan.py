@@ -71,6 +71,8 @@ def projected_run_s(run: dict[str, Any], cores: int) -> float:
     overheads = run.get("dispatch_s", 0.0) + run.get("merge_s", 0.0)
     if run.get("backend") != "serial":
         overheads += run.get("collect_s", 0.0)
+    if "compute_s" not in run:  # a record without the per-worker split: no projection possible
+        return float(run["wall_s"])
     return overheads + packed_time(list(run["compute_s"]), cores)
 
 
