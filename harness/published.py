@@ -311,15 +311,7 @@ def time_to_target_figure(results: Results) -> Any:
         ("wall", "measured (warm-up + runs; validation excluded)"),
         ("projected", "projected for >= W free cores (not measured)"),
     )
-    for (key, label), shift in zip(series, (-0.2, 0.2), strict=True):
-        ax.bar(
-            position + shift,
-            [r[f"{key}_s"] for r in rows],
-            0.4,
-            yerr=np.nan_to_num([r[f"{key}_ci95_s"] for r in rows]),
-            capsize=3,
-            label=label,
-        )
+    paired_bars(ax, position, rows, series)
     ax.set_xticks(
         position, [textwrap.fill(f"{r['case']} ({r['reached']})", 16) for r in rows], fontsize=7
     )
@@ -371,3 +363,17 @@ def quality_vs_wall_figure(results: Results, metric: str) -> Any:
     ax.set_title(f"{results.suite} ({results.scale}): quality against wall time", fontsize=9)
     ax.legend(fontsize=7, title="mean over seeds at each checkpoint", title_fontsize=7)
     return fig
+
+
+def paired_bars(ax: Any, position: np.ndarray, rows: list[dict[str, Any]], series: Any) -> None:
+    """Two bars per row (measured, projected: ``series`` of (key, label, ...)), with the ci95 of
+    ``<key>_ci95_s`` as error bars; shared by the timing and time-to-target plots."""
+    for (key, label, *_), shift in zip(series, (-0.2, 0.2), strict=True):
+        ax.bar(
+            position + shift,
+            [r[f"{key}_s"] for r in rows],
+            0.4,
+            yerr=np.nan_to_num([r[f"{key}_ci95_s"] for r in rows]),
+            capsize=3,
+            label=label,
+        )

@@ -969,15 +969,7 @@ def timing_figure(results: Results) -> Any:
     if not axes:  # variants: one pair of bars per case
         ax = panels[0][0]
         position = np.arange(len(rows))
-        for (key, label, _), shift in zip(series, (-0.2, 0.2), strict=True):
-            ax.bar(
-                position + shift,
-                [r[f"{key}_s"] for r in rows],
-                0.4,
-                yerr=np.nan_to_num([r[f"{key}_ci95_s"] for r in rows]),
-                capsize=3,
-                label=label,
-            )
+        published.paired_bars(ax, position, rows, series)
         ax.set_xticks(position, [textwrap.fill(r["case"], 14) for r in rows], fontsize=7)
         ax.set_xlabel("case")
     for ax in panels[0]:
