@@ -40,10 +40,11 @@ Weights, per block: ``[kernel [3, 3, C_in, F], conv bias [F], batch-norm offset 
 ``[dense [features, n_way], dense bias [n_way]]``; every tensor carries the leading task axis ``T``
 in ``apply`` (see ``models``).
 
-Implementations, as in ``ConvNet`` (whose building blocks are reused): a reference one (im2col
-convs, hand-written batch norm differentiated exactly; any dtype, dynamic task count, XLA) and,
-for float32 with a static task count outside XLA, per-task native convs with fused batch norm,
-tasks side by side on channels where second derivatives are taken.
+Implementations and ``layout`` values, as in ``ConvNet`` (whose building blocks are reused): a
+reference one (im2col convs, hand-written batch norm differentiated exactly; any dtype, dynamic
+task count, XLA) and, for float32 with a static task count outside XLA, per-task native convs with
+fused batch norm, tasks side by side on channels, or one grouped conv per layer. Having ``layout``
+makes ``maml.CompiledMaml`` run the net in chunks of tasks with a measured layout choice.
 """
 
 from __future__ import annotations
@@ -54,7 +55,17 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
-from dmaml_core.models import BN_EPSILON, NumpyWeights, Weights, task_conv3x3, use_fast_convnet
+from dmaml_core.models import (
+    BN_EPSILON,
+    LAYOUTS,
+    NumpyWeights,
+    Weights,
+    channels_to_tasks,
+    grouped_task_conv3x3,
+    task_conv3x3,
+    tasks_to_channels,
+    use_fast_convnet,
+)
 
 WEIGHTS_PER_BLOCK = 3  # kernel, conv bias, batch-norm offset
 
@@ -89,8 +100,11 @@ class FinnConvNet:
     blocks: int = 4
     features: Literal["mean", "flatten"] = "mean"  # head input: spatial mean or flattened map
     dense_init: Literal["normal", "glorot"] = "normal"
+    layout: str = "auto"  # one of models.LAYOUTS: which fast implementation ``apply`` runs
 
     def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
         if self.features not in ("mean", "flatten"):
             raise ValueError(f"features must be 'mean' or 'flatten', got {self.features!r}")
         if self.dense_init not in ("normal", "glorot"):
@@ -139,9 +153,11 @@ class FinnConvNet:
     ) -> tf.Tensor:
         """``x``: [T, N, H, W, C] images -> [T, N, n_way] logits."""
         x = tf.convert_to_tensor(x)
-        if not use_fast_convnet(x):
+        if not use_fast_convnet(x) or self.layout == "reference":
             return self.apply_reference(weights, x)
-        if twice_differentiated:
+        if self.layout == "grouped":
+            return self.apply_grouped(weights, x)
+        if self.layout == "task_channels" or (self.layout == "auto" and twice_differentiated):
             return self.apply_task_channels(weights, x)
         return self.apply_per_task(weights, x)
 
@@ -213,9 +229,25 @@ class FinnConvNet:
                 h = tf.nn.max_pool2d(h, 2, 2, "VALID")
             if i < self.blocks - 1:
                 inputs = tf.split(h, n_tasks, axis=-1)
-        shape = tf.shape(h)  # [N, H, W, T * F]
-        per_task = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], n_tasks, self.filters]))
-        return self._head(tf.transpose(per_task, [3, 0, 1, 2, 4]), weights[-2], weights[-1])
+        return self._head(channels_to_tasks(h, n_tasks, self.filters), weights[-2], weights[-1])
+
+    def apply_grouped(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
+        """Float32, static task count: the task-channel layout with ONE grouped conv per layer, so
+        the graph and its tracing time do not grow with T (``models.ConvNet.apply_grouped``; its
+        CPU gradient needs oneDNN)."""
+        n_tasks = int(x.shape[0])
+        ones = tf.ones([n_tasks * self.filters], x.dtype)
+        h = tasks_to_channels(x)
+        for i in range(self.blocks):
+            kernel, bias, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
+            h = tf.nn.bias_add(grouped_task_conv3x3(h, kernel, self.stride), tf.reshape(bias, [-1]))
+            h, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                h, ones, tf.reshape(offset, [-1]), epsilon=BN_EPSILON, is_training=True
+            )
+            h = tf.nn.relu(h)
+            if self.max_pool:
+                h = tf.nn.max_pool2d(h, 2, 2, "VALID")
+        return self._head(channels_to_tasks(h, n_tasks, self.filters), weights[-2], weights[-1])
 
 
 def finn_omniglot_net(n_way: int = 5, image_size: int = 28) -> FinnConvNet:

@@ -413,12 +413,18 @@ class CompiledMaml:
 
     def validate(self, params: Weights, tasks: Tasks, steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Validation curves; a model with layouts runs them in chunks, in the layout forced by
-        ``DMAML_LAYOUT`` or else its own (they are first order: no search for them)."""
+        ``DMAML_LAYOUT``, else the one chosen for the latest step (a first-order pass costs about
+        what a step costs, and that layout is traced already), else one chosen on these tasks
+        as for a step. Unrolled layouts over hundreds of validation tasks traced for minutes."""
         if not self.has_layouts:
             losses, accuracy = self._default.validate(list(params), _as_tensors(tasks), steps)
             return losses.numpy(), accuracy.numpy()
         forced = os.environ.get("DMAML_LAYOUT", "").strip()
-        layout, chunk = parse_layout(forced) if forced else (None, None)
+        if forced:
+            layout, chunk = parse_layout(forced)
+        else:  # before any step (a validation at run 0): choose for these shapes now
+            choice = self.layout or self.choose(params, _as_tensors(tasks))
+            layout, chunk = parse_layout(choice.layout)
         fns = self._fns(layout)
         chunks, _ = self._chunks(_as_tensors(tasks), chunk)
         parts = [fns.validate(list(params), chunk, steps) for chunk in chunks]

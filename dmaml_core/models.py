@@ -311,20 +311,10 @@ class ConvNet:
         (and its tracing time) does not grow with T. Its gradient on CPU needs oneDNN (see
         ``grouped_conv_gradient_available``)."""
         n_tasks = int(x.shape[0])
-        h = tf.transpose(x, [1, 2, 3, 0, 4])  # [N, H, W, T, C]
-        shape = tf.shape(h)
-        h = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], -1]))  # channel block t: task t
+        h = tasks_to_channels(x)
         for i in range(self.blocks):
             kernel, scale, offset = weights[3 * i : 3 * i + 3]
-            c_in, c_out = int(kernel.shape[3]), int(kernel.shape[4])
-            # [T, 3, 3, C_in, C_out] -> [3, 3, C_in, T * C_out]: output block t is task t's filter
-            grouped = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, c_in, -1])
-            if n_tasks == 1 or c_in > 1:
-                h = tf.nn.conv2d(h, grouped, self.stride, "SAME")
-            else:  # one input channel per task: a depthwise conv (native gradient everywhere)
-                depthwise = tf.reshape(kernel, [n_tasks, 3, 3, c_out])
-                depthwise = tf.transpose(depthwise, [1, 2, 0, 3])  # [3, 3, T, C_out]
-                h = tf.nn.depthwise_conv2d(h, depthwise, [1, self.stride, self.stride, 1], "SAME")
+            h = grouped_task_conv3x3(h, kernel, self.stride)
             h, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 h,
                 tf.reshape(scale, [-1]),
@@ -335,13 +325,39 @@ class ConvNet:
             h = tf.nn.relu(h)
             if self.max_pool:
                 h = tf.nn.max_pool2d(h, 2, 2, "VALID")
-        shape = tf.shape(h)
-        per_task = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], n_tasks, self.filters]))
-        flat = tf.reshape(
-            tf.transpose(per_task, [3, 0, 1, 2, 4]), tf.stack([n_tasks, shape[0], -1])
-        )
+        per_task = channels_to_tasks(h, n_tasks, self.filters)
+        shape = tf.shape(per_task)
+        flat = tf.reshape(per_task, tf.stack([n_tasks, shape[1], -1]))
         w, b = weights[-2], weights[-1]
         return tf.matmul(flat, w) + b[:, None, :]
+
+
+def tasks_to_channels(x: tf.Tensor) -> tf.Tensor:
+    """[T, N, H, W, C] -> [N, H, W, T * C]: channel block t holds task t (the grouped layout)."""
+    h = tf.transpose(x, [1, 2, 3, 0, 4])  # [N, H, W, T, C]
+    shape = tf.shape(h)
+    return tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], -1]))
+
+
+def channels_to_tasks(h: tf.Tensor, n_tasks: int, filters: int) -> tf.Tensor:
+    """[N, H, W, T * F] -> [T, N, H, W, F], the inverse of ``tasks_to_channels``."""
+    shape = tf.shape(h)
+    per_task = tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], n_tasks, filters]))
+    return tf.transpose(per_task, [3, 0, 1, 2, 4])
+
+
+def grouped_task_conv3x3(h: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
+    """Per-task 3x3 'SAME' convs as ONE grouped conv: ``h`` [N, H, W, T * C_in] (task t in channel
+    block t), ``kernel`` [T, 3, 3, C_in, C_out] -> [N, H', W', T * C_out]. With one input channel
+    per task it is a depthwise conv instead, whose gradient is native everywhere."""
+    n_tasks, c_in, c_out = int(kernel.shape[0]), int(kernel.shape[3]), int(kernel.shape[4])
+    if n_tasks == 1 or c_in > 1:
+        # [T, 3, 3, C_in, C_out] -> [3, 3, C_in, T * C_out]: output block t is task t's filter
+        grouped = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, c_in, -1])
+        return tf.nn.conv2d(h, grouped, stride, "SAME")
+    depthwise = tf.reshape(kernel, [n_tasks, 3, 3, c_out])
+    depthwise = tf.transpose(depthwise, [1, 2, 0, 3])  # [3, 3, T, C_out]
+    return tf.nn.depthwise_conv2d(h, depthwise, [1, stride, stride, 1], "SAME")
 
 
 def grouped_conv_gradient_available() -> bool:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import cast
 
@@ -23,7 +24,13 @@ import tensorflow as tf
 from dmaml_core import maml
 from dmaml_core.finn_net import FinnConvNet, finn_miniimagenet_net, finn_omniglot_net
 from dmaml_core.maml import MamlConfig, Tasks, meta_gradients, task_losses
-from dmaml_core.models import BN_EPSILON, Model, Weights, use_fast_convnet
+from dmaml_core.models import (
+    BN_EPSILON,
+    Model,
+    Weights,
+    grouped_conv_gradient_available,
+    use_fast_convnet,
+)
 from dmaml_core.registry import build
 from dmaml_core.tasks.miniimagenet import MiniImageNet
 from dmaml_core.tasks.omniglot import Omniglot
@@ -36,6 +43,13 @@ POOL_NET = FinnConvNet(
 ODD_NET = FinnConvNet(n_way=3, image_size=7, channels=2, filters=4, stride=2, blocks=3)
 NETS = [MEAN_NET, POOL_NET, ODD_NET]
 IDS = ["omniglot_like", "miniimagenet_like", "odd_3_blocks"]
+# grouped convs have a CPU gradient only through oneDNN: their derivative tests need it
+GROUPED_DIFFERENTIATED = pytest.param(
+    "grouped",
+    marks=pytest.mark.skipif(
+        not grouped_conv_gradient_available(), reason="no grouped-conv gradient here (oneDNN off)"
+    ),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +134,7 @@ def implementations(net: FinnConvNet) -> dict[str, Apply]:
         "reference": net.apply_reference,
         "per_task": net.apply_per_task,
         "task_channels": net.apply_task_channels,
+        "grouped": net.apply_grouped,
     }
 
 
@@ -170,7 +185,7 @@ def test_bad_head_options_are_refused() -> None:
 # Forward
 
 
-@pytest.mark.parametrize("impl", ["reference", "per_task", "task_channels"])
+@pytest.mark.parametrize("impl", ["reference", "per_task", "task_channels", "grouped"])
 @pytest.mark.parametrize("net", NETS, ids=IDS)
 def test_forward_matches_numpy_float64(net: FinnConvNet, impl: str) -> None:
     n_tasks = 3
@@ -220,7 +235,7 @@ def test_conv_bias_is_removed_by_batch_norm() -> None:
         assert np.abs(g).max() > 1e-3
 
 
-@pytest.mark.parametrize("impl", ["per_task", "task_channels"])
+@pytest.mark.parametrize("impl", ["per_task", "task_channels", GROUPED_DIFFERENTIATED])
 @pytest.mark.parametrize("net", NETS, ids=IDS)
 def test_fast_hessian_vector_products_match_float64_reference(net: FinnConvNet, impl: str) -> None:
     """d/dw <d loss/dw, v> through the fast float32 paths vs the float64 reference path."""
@@ -365,11 +380,15 @@ def test_masked_first_order_is_the_stopped_gradient_form(net: FinnConvNet) -> No
 
 
 @pytest.mark.slow  # 3-8 s each here (finite differences, per-task graphs)
+@pytest.mark.parametrize("layout", ["auto", GROUPED_DIFFERENTIATED])
 @pytest.mark.parametrize("order", [1, 2])
 @pytest.mark.parametrize("net", NETS, ids=IDS)
-def test_masked_fast_meta_gradients_match_float64_reference(net: FinnConvNet, order: int) -> None:
-    """Float32 takes the fast paths (task-channels in the twice-differentiated inner step),
-    float64 the reference path: same masked meta-gradients."""
+def test_masked_fast_meta_gradients_match_float64_reference(
+    net: FinnConvNet, order: int, layout: str
+) -> None:
+    """Float32 takes the fast paths ("auto": task-channels in the twice-differentiated inner step;
+    or grouped convs everywhere), float64 the reference path: same masked meta-gradients."""
+    net = dataclasses.replace(net, layout=layout)
     cfg = MamlConfig(alpha=0.1, order=order, loss="xent")  # type: ignore[arg-type]
     tasks = make_tasks(net, 3, 4, seed=9)
     graph = tf.function(lambda p, t: meta_gradients(net, cfg, p, t))
@@ -437,3 +456,27 @@ def test_domains_build_the_finn_net_on_request() -> None:
         build("domain", registry, "omniglot", {"network": "resnet"})
     with pytest.raises(ValueError, match="network"):
         MiniImageNet(network="resnet")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("layout", ["auto/2", GROUPED_DIFFERENTIATED])
+def test_compiled_maml_runs_the_finn_net_in_chunks_with_a_layout(
+    monkeypatch: pytest.MonkeyPatch, layout: str
+) -> None:
+    """The net has a ``layout`` field, so ``CompiledMaml`` chunks it and applies the layout choice
+    (``DMAML_LAYOUT``): 5 tasks in chunks (float32) == all 5 at once (float64 reference), masked,
+    second order."""
+    name = layout if "/" in layout else f"{layout}/2"
+    monkeypatch.setenv("DMAML_LAYOUT", name)
+    net = MEAN_NET
+    cfg = MamlConfig(alpha=0.1, order=2, loss="xent")
+    compiled = maml.CompiledMaml(net, cfg)
+    assert compiled.has_layouts
+    tasks = make_tasks(net, 5, 4, seed=13)
+    grads, metrics = compiled.gradients(params(net, 14, tf.float32), cast_tasks(tasks, tf.float32))
+    assert compiled.layout is not None and compiled.layout.layout == name
+    whole = tf.function(lambda p, t: meta_gradients(net, cfg, p, t))
+    ref, ref_metrics = whole(params(net, 14, tf.float64), cast_tasks(tasks, tf.float64))
+    np.testing.assert_allclose(metrics.loss_sum, ref_metrics.loss_sum, rtol=1e-4)
+    scale = max(np.abs(r.numpy()).max() for r in ref)
+    for g, r in zip(grads, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=2e-3, atol=2e-4 * scale)

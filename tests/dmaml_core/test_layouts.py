@@ -78,6 +78,16 @@ def test_search_keeps_the_fastest_that_agrees() -> None:
     assert choice.median_ms["slow"] > choice.median_ms["fast"]
 
 
+def test_agreement_ignores_rounding_noise_but_not_wrong_values() -> None:
+    """A gradient that is pure rounding noise (a conv bias batch norm removes: ~1e-9 of the
+    kernel's) may differ between correct layouts; a real tensor off by O(1) may not."""
+    kernel = np.array([1.0, -2.0, 3.0])
+    noise = np.array([1e-9, -2e-9])
+    assert layouts._agree([kernel, noise], [kernel * 1.01, -noise])
+    assert not layouts._agree([kernel, noise], [kernel * 1.5, noise])
+    assert not layouts._agree([kernel, np.array([0.5, 0.1])], [kernel, np.array([-0.5, 0.1])])
+
+
 def test_search_stops_trying_candidates_past_its_budget() -> None:
     seconds = {"a": 0.02, "b": 0.0}
     choice = layouts.search(["a", "b"], _sleeper(seconds, {}), budget_s=0.01)
