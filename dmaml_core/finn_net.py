@@ -63,6 +63,7 @@ from dmaml_core.models import (
     channels_to_tasks,
     grouped_task_conv3x3,
     task_conv3x3,
+    task_copies,
     tasks_to_channels,
     use_fast_convnet,
 )
@@ -160,6 +161,10 @@ class FinnConvNet:
         if self.layout == "task_channels" or (self.layout == "auto" and twice_differentiated):
             return self.apply_task_channels(weights, x)
         return self.apply_per_task(weights, x)
+
+    def task_copies(self, params: Weights, x: tf.Tensor) -> Weights:
+        """Per-task weight copies for ``apply`` on ``x`` (see ``models.task_copies``)."""
+        return task_copies(self.layout, params, x)
 
     def _head(self, h: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
         """[T, N, H, W, C] feature maps -> [T, N, n_way] logits."""

@@ -67,6 +67,17 @@ def tile(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
     return [tf.repeat(p[None], n_tasks, axis=0) for p in params]
 
 
+def task_copies(model: Model, params: Weights, x: tf.Tensor) -> Weights:
+    """The per-task weight copies the inner loop adapts: the model's own ``task_copies`` where it
+    has one (a conv net in the grouped layout keeps them in the shapes its grouped convs use, so
+    no step transposes them), else ``tile``. Either way the inner loop only subtracts gradients of
+    the same shapes."""
+    own = getattr(model, "task_copies", None)
+    if own is not None:
+        return own(params, x)  # type: ignore[no-any-return]
+    return tile(params, tf.shape(x)[0])
+
+
 def task_losses(
     model: Model,
     loss: LossKind,
@@ -127,9 +138,10 @@ def adapt(
     steps: int | None = None,
     first_order: bool | None = None,
 ) -> Weights:
-    """Adapted weights [T, ...] after ``steps`` (default ``cfg.inner_steps``) inner SGD steps."""
+    """Adapted weights, one copy per task (``task_copies``), after ``steps`` (default
+    ``cfg.inner_steps``) inner SGD steps."""
     first_order = cfg.order == 1 if first_order is None else first_order
-    weights = tile(params, tf.shape(support_x)[0])
+    weights = task_copies(model, params, support_x)
     for _ in range(cfg.inner_steps if steps is None else steps):
         weights = inner_step(model, cfg, weights, support_x, support_y, first_order)
     return weights
@@ -182,7 +194,7 @@ def validation_curves(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Query loss and accuracy matrices [steps + 1, V]: row s is every validation task after s
     inner SGD steps (thesis fig. 5.1); the validation figure for step s is the row mean."""
-    weights = tile(params, tf.shape(tasks.support_x)[0])
+    weights = task_copies(model, params, tasks.support_x)
     loss_rows, acc_rows = [], []
     for s in range(steps + 1):
         if s > 0:

@@ -226,6 +226,11 @@ class ConvNet:
             return self.apply_task_channels(weights, x)
         return self.apply_per_task(weights, x)
 
+    def task_copies(self, params: Weights, x: tf.Tensor) -> Weights:
+        """Per-task weight copies for ``apply`` on input ``x``: in the grouped layout's own shapes
+        where ``apply`` will take it (``grouped_copies``), else with a leading task axis."""
+        return task_copies(self.layout, params, x)
+
     def apply_reference(self, weights: Weights, x: tf.Tensor) -> tf.Tensor:
         """Any dtype, dynamic task count, XLA-friendly: im2col convs and hand-written batch norm."""
         h = x
@@ -350,14 +355,46 @@ def grouped_task_conv3x3(h: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Ten
     """Per-task 3x3 'SAME' convs as ONE grouped conv: ``h`` [N, H, W, T * C_in] (task t in channel
     block t), ``kernel`` [T, 3, 3, C_in, C_out] -> [N, H', W', T * C_out]. With one input channel
     per task it is a depthwise conv instead, whose gradient is native everywhere."""
-    n_tasks, c_in, c_out = int(kernel.shape[0]), int(kernel.shape[3]), int(kernel.shape[4])
-    if n_tasks == 1 or c_in > 1:
+    if kernel.shape.rank == 4:  # already grouped: [3, 3, C_in, T * C_out] (``grouped_copies``)
+        grouped = kernel
+        c_in = int(kernel.shape[2])
+        n_tasks = int(h.shape[-1]) // c_in
+    else:
+        n_tasks, c_in = int(kernel.shape[0]), int(kernel.shape[3])
         # [T, 3, 3, C_in, C_out] -> [3, 3, C_in, T * C_out]: output block t is task t's filter
         grouped = tf.reshape(tf.transpose(kernel, [1, 2, 3, 0, 4]), [3, 3, c_in, -1])
+    if n_tasks == 1 or c_in > 1:
         return tf.nn.conv2d(h, grouped, stride, "SAME")
-    depthwise = tf.reshape(kernel, [n_tasks, 3, 3, c_out])
-    depthwise = tf.transpose(depthwise, [1, 2, 0, 3])  # [3, 3, T, C_out]
+    # one input channel per task: [3, 3, 1, T * C_out] is the depthwise filter [3, 3, T, C_out]
+    depthwise = tf.reshape(grouped, [3, 3, n_tasks, -1])
     return tf.nn.depthwise_conv2d(h, depthwise, [1, stride, stride, 1], "SAME")
+
+
+def grouped_copies(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
+    """One copy of a conv net's shared weights per task, stored the way the grouped layout uses
+    them, so the inner loop never transposes: a kernel [3, 3, C_in, C_out] becomes
+    [3, 3, C_in, T * C_out] and a per-channel vector [C] becomes [T * C] (channel block t: task t);
+    the dense head (the last two weights) gets a leading task axis as in ``maml.tile``. The outer
+    gradient through ``tf.tile`` sums the blocks back."""
+    head = len(params) - 2
+    copies = []
+    for i, p in enumerate(params):
+        if i >= head:
+            copies.append(tf.repeat(p[None], n_tasks, axis=0))
+        elif p.shape.rank == 4:
+            copies.append(tf.tile(p, tf.stack([1, 1, 1, n_tasks])))
+        else:
+            copies.append(tf.tile(p, tf.reshape(n_tasks, [1])))
+    return copies
+
+
+def task_copies(layout: str, params: Weights, x: tf.Tensor) -> Weights:
+    """``grouped_copies`` where a conv net in ``layout`` takes the grouped path on ``x``, else a
+    plain copy per task on a leading axis (every other path expects that)."""
+    x = tf.convert_to_tensor(x)
+    if layout == "grouped" and use_fast_convnet(x):
+        return grouped_copies(params, int(x.shape[0]))
+    return [tf.repeat(p[None], tf.shape(x)[0], axis=0) for p in params]
 
 
 def grouped_conv_gradient_available() -> bool:
