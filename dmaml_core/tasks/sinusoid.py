@@ -23,6 +23,9 @@ class Sinusoid:
     phase: tuple[float, float] = (0.0, float(np.pi))
     x_range: tuple[float, float] = (-5.0, 5.0)
     hidden: tuple[int, ...] = (40, 40)
+    # Support points of validation ("test") tasks; None: k_support. The paper (table 1) trains
+    # with K = 10 and validates with K in {5, 10, 20}.
+    validation_k_support: int | None = None
 
     name: ClassVar[str] = "sinusoid"
     loss: ClassVar[LossKind] = "mse"
@@ -32,6 +35,10 @@ class Sinusoid:
             raise ValueError(
                 f"k_support and k_query must be >= 1, got {self.k_support}, {self.k_query}"
             )
+        if self.validation_k_support is not None and self.validation_k_support < 1:
+            raise ValueError(
+                f"validation_k_support must be >= 1 (or absent), got {self.validation_k_support}"
+            )
 
     def model(self) -> MLP:
         from dmaml_core.models import MLP
@@ -39,11 +46,16 @@ class Sinusoid:
         return MLP((1, *self.hidden, 1))
 
     def sample(self, rng: np.random.Generator, n_tasks: int, split: Split = "train") -> Tasks:
-        """One meta-batch; the task distribution has no train/test split (every draw is new)."""
+        """One meta-batch; the task distribution has no train/test split (every draw is new), but
+        "test" tasks (validation) adapt on ``validation_k_support`` points where it is set. The
+        amplitudes and phases are drawn first, so validation sets that differ only in K hold the
+        same functions."""
         amplitude = rng.uniform(*self.amplitude, size=(n_tasks, 1, 1))
         phase = rng.uniform(*self.phase, size=(n_tasks, 1, 1))
-        x = rng.uniform(*self.x_range, size=(n_tasks, self.k_support + self.k_query, 1))
+        k = self.k_support
+        if split == "test" and self.validation_k_support is not None:
+            k = self.validation_k_support
+        x = rng.uniform(*self.x_range, size=(n_tasks, k + self.k_query, 1))
         y = amplitude * np.sin(x - phase)
         x, y = x.astype(np.float32), y.astype(np.float32)
-        k = self.k_support
         return Tasks(x[:, :k], y[:, :k], x[:, k:], y[:, k:])
