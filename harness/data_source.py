@@ -20,6 +20,19 @@ GENERATED = {
 }
 
 
+# A file of this name beside a data set's files says it is a stand-in (a test fixture, not the real
+# data set) and why; its first line is carried into the manifest and every report.
+STAND_IN_FILE = "STAND_IN.txt"
+
+
+def stand_in_note(folder: Path) -> str | None:
+    try:
+        text = (folder / STAND_IN_FILE).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return text.splitlines()[0] if text else "marked as a stand-in"
+
+
 def describe_data(suite: Suite, data_dir: str | None) -> list[dict[str, Any]]:
     """One entry per distinct data set the suite's cases use; raises ``DatasetNotFoundError``
     (a ``FileNotFoundError``) when one is missing. ``data_dir`` (the ``--data-dir`` flag), when
@@ -60,8 +73,11 @@ def describe_data(suite: Suite, data_dir: str | None) -> list[dict[str, Any]]:
             }
         elif case.domain == "miniimagenet":
             where = data_dir or params.get("data_dir")
-            folder = find_miniimagenet(where, ("train", "test"))
-            seen[key] = {"domain": "miniimagenet", "path": str(Path(folder).resolve())}
+            folder = Path(find_miniimagenet(where, ("train", "test")))
+            seen[key] = {"domain": "miniimagenet", "path": str(folder.resolve())}
+            stand_in = stand_in_note(folder)
+            if stand_in:
+                seen[key]["stand_in"] = stand_in
         else:
             raise DatasetNotFoundError(f"no data description for domain {case.domain!r}")
     return list(seen.values())

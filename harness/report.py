@@ -696,6 +696,31 @@ def domain_lines(results: Results) -> list[str]:
     return seen
 
 
+def data_lines(results: Results) -> list[str]:
+    """Which data the numbers came from, from the manifests: "data: omniglot from <path>
+    (images_background.zip 69ad971b..., ...)", or a generated source; a data set marked as a
+    stand-in (``STAND_IN.txt`` beside its files, see ``harness.data_source``) says so loudly."""
+    seen: list[str] = []
+    for manifest in results.manifests:
+        for entry in manifest.get("data") or []:
+            if not isinstance(entry, dict):
+                continue
+            domain = entry.get("domain", "?")
+            if "source" in entry:
+                line = f"data: {domain}: {entry['source']}"
+            else:
+                hashes = entry.get("sha256") or {}
+                shown = ", ".join(f"{name} {str(h)[:8]}..." for name, h in sorted(hashes.items()))
+                line = f"data: {domain} from {entry.get('path', '?')}" + (
+                    f" ({shown})" if shown else ""
+                )
+            if entry.get("stand_in"):
+                line += f"; STAND-IN, NOT THE REAL DATA SET: {entry['stand_in']}"
+            if line not in seen:
+                seen.append(line)
+    return seen
+
+
 def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = False) -> str:
     """The report as text. ``wide=False`` fits every line into TERMINAL_WIDTH columns (for a
     terminal); files are written with ``wide=True`` and keep every column."""
@@ -729,6 +754,8 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
     )
     for domain in domain_lines(results):
         parts.append(prose(domain))
+    for data in data_lines(results):
+        parts.append(prose(data))
     plan = results.plan
     if plan:
         parts.append(

@@ -6,6 +6,8 @@ slow."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from harness.suite import SCALES, Suite, load_suite
@@ -169,3 +171,29 @@ def test_smoke_dry_run_finds_the_data(name: str) -> None:
             pytest.skip(f"miniImageNet data absent: {str(err)[:80]}")
         raise
     assert entries
+
+
+def test_a_stand_in_data_set_is_named_in_the_manifest_entry_and_the_report(
+    tmp_path: Path,
+) -> None:
+    """The miniImageNet fixture (synthetic images) carries ``STAND_IN.txt``: ``describe_data``
+    records its first line and the report's header says, in capitals, that the numbers are not
+    miniImageNet's. Real data (no marker) and generated data read plainly."""
+    from harness import report
+    from harness.data_source import describe_data
+    from suites.conftest import write_synthetic_miniimagenet
+
+    folder = tmp_path / "miniimagenet"
+    write_synthetic_miniimagenet(folder)
+    suite = _load("thesis_impl_miniimagenet", "smoke")
+    (entry,) = describe_data(suite, str(folder))
+    assert entry["path"] == str(folder.resolve())
+    assert "synthetic" in entry["stand_in"] and "absent" in entry["stand_in"]
+    generated = {"domain": "sinusoid", "source": "generated in memory"}
+    omniglot = {"domain": "omniglot", "path": "/data/o", "sha256": {"a.zip": "0123456789ab"}}
+    results = report.Results("s", "smoke", "b", [{"data": [entry, generated, omniglot]}], {})
+    lines = report.data_lines(results)
+    assert lines[0].startswith(f"data: miniimagenet from {folder.resolve()}")
+    assert "STAND-IN, NOT THE REAL DATA SET: synthetic" in lines[0]
+    assert lines[1] == "data: sinusoid: generated in memory"
+    assert lines[2] == "data: omniglot from /data/o (a.zip 01234567...)"
