@@ -38,7 +38,7 @@ Not part of the network and not reproduced here: Finn's label smoothing in ``xen
 
 Weights, per block: ``[kernel [3, 3, C_in, F], conv bias [F], batch-norm offset [F]]``, then
 ``[dense [features, n_way], dense bias [n_way]]``; every tensor carries the leading task axis ``T``
-in ``apply`` (see ``models``).
+in ``apply``, except the grouped layout's own copies (``models.grouped_copies``).
 
 Implementations and ``layout`` values, as in ``ConvNet`` (whose building blocks are reused): a
 reference one (im2col convs, hand-written batch norm differentiated exactly; any dtype, dynamic

@@ -159,10 +159,12 @@ NOISE_FLOOR = 1e-4
 
 def _agree(ref: Sequence[np.ndarray], out: Sequence[np.ndarray]) -> bool:
     """Whether ``out`` matches ``ref`` to ``AGREE_TOLERANCE`` of each tensor's largest entry (or
-    of ``NOISE_FLOOR`` times the largest entry of all, whichever is larger)."""
+    of ``NOISE_FLOOR`` times the largest entry of the others after the first, whichever is
+    larger: ``search`` passes the loss first, then the gradients)."""
     if len(ref) != len(out):
         return False
-    overall = max((float(np.abs(r).max()) for r in ref if r.size), default=0.0)
+    # the largest gradient entry (``ref[0]`` is the loss, a sum over tasks, on another scale)
+    overall = max((float(np.abs(r).max()) for r in ref[1:] if r.size), default=0.0)
     for r, o in zip(ref, out, strict=True):
         scale = max(float(np.abs(r).max()) if r.size else 0.0, NOISE_FLOOR * overall)
         tol = AGREE_TOLERANCE

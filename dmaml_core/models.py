@@ -1,11 +1,11 @@
 """Models as pure functions of a weight list, batched over the tasks of a meta-batch.
 
 Every weight tensor carries a leading task axis ``T``: ``apply(weights, x)`` runs ``T`` independent
-copies of the network at once, copy ``t`` on ``x[t]``. This is what lets MAML adapt one weight copy
-per task without a Python loop: a convolution with per-task filters becomes one batched matmul over
-image patches (TensorFlow's grouped ``conv2d`` has no filter gradient on CPU, and
-``tf.vectorized_map`` falls back to a loop for conv gradients). A single, un-batched model is simply
-``T = 1``.
+copies of the network at once, copy ``t`` on ``x[t]`` (the grouped layout keeps its own shapes:
+``grouped_copies``). This is what lets MAML adapt one weight copy per task without a Python loop.
+The reference path turns a convolution with per-task filters into one batched matmul over image
+patches (``tf.vectorized_map`` falls back to a loop for conv gradients); the fast layouts below
+use TensorFlow's native convs. A single, un-batched model is simply ``T = 1``.
 
 Batch norm uses the statistics of the current batch of each task (as in the original MAML) and is
 written out by hand: ``tf.nn.moments`` stops the gradient through the mean inside the variance,
@@ -71,7 +71,9 @@ class Model(Protocol):
     ) -> tf.Tensor:
         """Run the T per-task weight copies. ``twice_differentiated`` says the caller will take
         second derivatives through this pass (second-order MAML's inner step): a model may then
-        pick an implementation whose gradient-of-gradient is cheaper to trace."""
+        pick an implementation whose gradient-of-gradient is cheaper to trace. A model may also
+        offer ``task_copies(params, x)``, the per-task copies in the shapes its ``apply`` uses
+        (``maml.task_copies``; default: a leading task axis)."""
         ...
 
 
@@ -341,7 +343,8 @@ def tasks_to_channels(x: tf.Tensor) -> tf.Tensor:
     """[T, N, H, W, C] -> [N, H, W, T * C]: channel block t holds task t (the grouped layout)."""
     h = tf.transpose(x, [1, 2, 3, 0, 4])  # [N, H, W, T, C]
     shape = tf.shape(h)
-    return tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], -1]))
+    channels = x.shape[0] * x.shape[4] if x.shape[0] and x.shape[4] else -1  # static if known
+    return tf.reshape(h, tf.stack([shape[0], shape[1], shape[2], channels]))
 
 
 def channels_to_tasks(h: tf.Tensor, n_tasks: int, filters: int) -> tf.Tensor:
@@ -353,8 +356,9 @@ def channels_to_tasks(h: tf.Tensor, n_tasks: int, filters: int) -> tf.Tensor:
 
 def grouped_task_conv3x3(h: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
     """Per-task 3x3 'SAME' convs as ONE grouped conv: ``h`` [N, H, W, T * C_in] (task t in channel
-    block t), ``kernel`` [T, 3, 3, C_in, C_out] -> [N, H', W', T * C_out]. With one input channel
-    per task it is a depthwise conv instead, whose gradient is native everywhere."""
+    block t), ``kernel`` [T, 3, 3, C_in, C_out] or already grouped [3, 3, C_in, T * C_out]
+    (``grouped_copies``) -> [N, H', W', T * C_out]. With one input channel per task it is a
+    depthwise conv instead, whose gradient is native everywhere."""
     if kernel.shape.rank == 4:  # already grouped: [3, 3, C_in, T * C_out] (``grouped_copies``)
         grouped = kernel
         c_in = int(kernel.shape[2])
@@ -379,6 +383,7 @@ def grouped_copies(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
     head = len(params) - 2
     copies = []
     for i, p in enumerate(params):
+        p = tf.convert_to_tensor(p)
         if i >= head:
             copies.append(tf.repeat(p[None], n_tasks, axis=0))
         elif p.shape.rank == 4:

@@ -81,11 +81,15 @@ def test_search_keeps_the_fastest_that_agrees() -> None:
 def test_agreement_ignores_rounding_noise_but_not_wrong_values() -> None:
     """A gradient that is pure rounding noise (a conv bias batch norm removes: ~1e-9 of the
     kernel's) may differ between correct layouts; a real tensor off by O(1) may not."""
-    kernel = np.array([1.0, -2.0, 3.0])
+    loss, kernel = np.array(50.0), np.array([1.0, -2.0, 3.0])  # outputs: loss, then gradients
     noise = np.array([1e-9, -2e-9])
-    assert layouts._agree([kernel, noise], [kernel * 1.01, -noise])
-    assert not layouts._agree([kernel, noise], [kernel * 1.5, noise])
-    assert not layouts._agree([kernel, np.array([0.5, 0.1])], [kernel, np.array([-0.5, 0.1])])
+    assert layouts._agree([loss, kernel, noise], [loss, kernel * 1.01, -noise])
+    assert not layouts._agree([loss, kernel, noise], [loss, kernel * 1.5, noise])
+    bias = np.array([0.5, 0.1])
+    assert not layouts._agree([loss, kernel, bias], [loss, kernel, np.array([-0.5, 0.1])])
+    # the floor follows the gradients, not the loss: 1e-3 is not noise next to kernel entries 1-3
+    small = np.array([1e-3, 2e-3])
+    assert not layouts._agree([loss * 1e3, kernel, small], [loss * 1e3, kernel, -small])
 
 
 def test_search_stops_trying_candidates_past_its_budget() -> None:
