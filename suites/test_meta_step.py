@@ -1,7 +1,8 @@
 """Wall time of one MAML meta step (``CompiledMaml.step``), first and second order.
 
 Cases: Omniglot-shaped 5-way 1-shot (1 query image per class), 32 tasks, alpha 0.4, one inner step,
-cross-entropy; and sinusoid, 10 tasks, the thesis defaults.
+cross-entropy, on this project's ``ConvNet`` and (``omniglot_finn_*``) on Finn et al.'s net, which
+the reproduction suites run; and sinusoid, 10 tasks, the thesis defaults.
 
 Control: ``omniglot_5w32s-t1`` is the same step with all 32 tasks' images in *one* task (5-way
 32-shot, 32 query images per class): the same 160 support and 160 query images, the same convolution
@@ -41,6 +42,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dmaml_core.finn_net import FinnConvNet, finn_omniglot_net
 from dmaml_core.layouts import onednn_enabled
 from dmaml_core.maml import (
     CompiledMaml,
@@ -70,6 +72,11 @@ CASES = [
     Case("omniglot_5w1s", 2, 32, 100.0, rounds=20, warmup_rounds=3),
     Case("omniglot_5w32s", 1, 1, None, rounds=30, warmup_rounds=3),
     Case("omniglot_5w32s", 2, 1, None, rounds=20, warmup_rounds=3),
+    # Finn's net: no absolute target of its own, its ratio to its own control is the figure
+    Case("omniglot_finn_5w1s", 1, 32, None, rounds=20, warmup_rounds=3),
+    Case("omniglot_finn_5w1s", 2, 32, None, rounds=15, warmup_rounds=3),
+    Case("omniglot_finn_5w32s", 1, 1, None, rounds=20, warmup_rounds=3),
+    Case("omniglot_finn_5w32s", 2, 1, None, rounds=15, warmup_rounds=3),
     Case("sinusoid", 1, 10, 1.5, rounds=500, warmup_rounds=20),
     Case("sinusoid", 2, 10, 1.5, rounds=500, warmup_rounds=20),
 ]
@@ -84,16 +91,21 @@ def _setup(case: Case) -> tuple[Model, MamlConfig, Tasks, dict[str, Any]]:
         cfg = MamlConfig(order=case.order)  # type: ignore[arg-type]
         info = {"tasks": "sinusoid, K = 10 support + 10 query"}
         return sinusoid.model(), cfg, sinusoid.sample(rng, case.n_tasks), info
-    shots = 1 if case.domain == "omniglot_5w1s" else 32
+    shots = 1 if case.domain.endswith("5w1s") else 32
     images = RandomImages(n_way=5, k_shot=shots, k_query=shots)
+    finn = "finn" in case.domain
+    model: Model = finn_omniglot_net() if finn else images.model()
     cfg = MamlConfig(alpha=0.4, order=case.order, loss="xent")  # type: ignore[arg-type]
     info = {
         "tasks": f"5-way {shots}-shot, {shots} query image(s) per class, 28x28x1",
         "images": "random (RandomImages: uniform noise, timing only, accuracy meaningless)",
     }
+    info["network"] = "finn" if finn else "ours"
     if shots > 1:
-        info["control_for"] = "omniglot_5w1s-t32: same images and FLOPs in one task"
-    return images.model(), cfg, images.sample(rng, case.n_tasks), info
+        info["control_for"] = (
+            f"{case.domain.replace('5w32s', '5w1s')}-t32: same images and FLOPs in one task"
+        )
+    return model, cfg, images.sample(rng, case.n_tasks), info
 
 
 def _stepper(maml: CompiledMaml, model: Model, tasks: Tasks) -> Callable[[], float]:
@@ -123,7 +135,7 @@ def compare_in_process(
 
 def _same_process(case: Case, model: Model, cfg: MamlConfig, tasks: Tasks) -> dict[str, Any]:
     """The chosen layout, every candidate forced, and (32-task cases) the control, interleaved."""
-    assert isinstance(model, ConvNet)
+    assert isinstance(model, ConvNet | FinnConvNet)
     chosen = CompiledMaml(model, cfg)
     steps = {"chosen": _stepper(chosen, model, tasks)}
     candidates = layout_candidates(case.order, grouped_conv_gradient_available())
@@ -134,7 +146,7 @@ def _same_process(case: Case, model: Model, cfg: MamlConfig, tasks: Tasks) -> di
         compiled.chunk_tasks = chunk
         steps[name] = _stepper(compiled, forced, tasks)
     if case.n_tasks == 32:
-        control_case = Case("omniglot_5w32s", case.order, 1, None, 0, 0)
+        control_case = Case(case.domain.replace("5w1s", "5w32s"), case.order, 1, None, 0, 0)
         control_model, control_cfg, control_tasks, _ = _setup(control_case)
         steps["control"] = _stepper(
             CompiledMaml(control_model, control_cfg),
@@ -183,7 +195,7 @@ def test_meta_step(benchmark: Any, case: Case) -> None:
     median_ms = float(benchmark.stats.stats.median) * 1e3 if benchmark.stats else None
     conv_path = None
     comparison: dict[str, Any] = {}
-    if isinstance(model, ConvNet):
+    if isinstance(model, ConvNet | FinnConvNet):
         conv_path = "reference (XLA)" if cfg.jit_compile else "fast"
         if benchmark.stats:
             comparison = _same_process(case, model, cfg, tasks)
