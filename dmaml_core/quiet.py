@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib.abc
 import importlib.util
+import logging
 import os
 import sys
 import tempfile
@@ -90,6 +91,16 @@ class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
         return spec
 
 
+class _NoIntendedRetracingWarning(logging.Filter):
+    """Drops TensorFlow's "N out of the last M calls to <function> triggered tf.function
+    retracing" warning. ``maml.CompiledMaml`` traces once per layout candidate and per chunk shape
+    on purpose (it never lets a traced function generalise a shape, see its docstring), and says
+    which layout ran in every record; the warning would advise the opposite."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def quiet_startup() -> None:
     """Silence TensorFlow's and absl's start-up output before TensorFlow is first imported."""
     # hides info and warnings, errors still show; inherited by worker processes
@@ -97,6 +108,9 @@ def quiet_startup() -> None:
     from absl import logging as absl_logging  # a TensorFlow dependency, cheap to import
 
     absl_logging.set_verbosity(absl_logging.ERROR)
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NoIntendedRetracingWarning) for f in tf_logger.filters):
+        tf_logger.addFilter(_NoIntendedRetracingWarning())
     if level.strip() == "0" or "tensorflow" in sys.modules:  # 0: the user asked for everything
         return
     if not any(isinstance(f, _QuietTensorFlowFinder) for f in sys.meta_path):

@@ -76,3 +76,26 @@ def test_run_starts_quietly_in_the_driver_and_the_workers(tmp_path: Path, backen
     assert out.returncode == 0, out.stderr[-2000:]
     assert not [g for g in GREETING if g in out.stderr], out.stderr[:2000]
     assert out.stdout.startswith("quiet (smoke)")
+
+
+def test_intended_retracing_is_not_reported_but_other_tensorflow_warnings_are(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """CompiledMaml traces per layout and chunk shape on purpose: TensorFlow's retracing advice
+    is dropped; any other warning of its logger still shows."""
+    import logging
+
+    import tensorflow as tf
+
+    from dmaml_core.quiet import quiet_startup
+
+    quiet_startup()
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for n in range(1, 8):  # a new shape each call: retracing every time
+            f = tf.function(lambda x: x * 2)
+            f(tf.zeros([n]))
+            f(tf.zeros([n, 1]))
+        logging.getLogger("tensorflow").warning("something else")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("retracing" in m for m in messages)
+    assert "something else" in messages
