@@ -38,8 +38,8 @@ from dmaml_core.backends.host import InjectedFault
 fault = InjectedFault("hang", 0, 1) if sys.argv[1] == "hang" else None
 backend = ProcessesBackend(config(epochs=1), 2, processes=2, _fault=fault)
 backend.run(theta(), 0)
-print(*backend.pids, flush=True)
 try:
+    print(*backend.pids, flush=True)  # inside the try: a Ctrl-C right after it is handled
     run = 1
     while True:
         backend.run(theta(), run)
