@@ -23,6 +23,7 @@ import tensorflow as tf
 from dmaml_core import layouts
 from dmaml_core.layouts import LayoutChoice
 from dmaml_core.models import LAYOUTS, Model, NumpyWeights, Weights, grouped_conv_gradient_available
+from dmaml_core.models import tile as tile  # re-exported: the plain per-task copies
 from dmaml_core.optim import AdamState, adam_init, adam_update
 from dmaml_core.types import LossKind as LossKind  # re-exported: the domains' loss kinds
 from dmaml_core.types import Tasks as Tasks  # re-exported: the meta-batch type
@@ -60,11 +61,6 @@ class MamlConfig:
             raise ValueError(f"aggregation must be 'sum' or 'mean', got {self.aggregation!r}")
         if self.loss not in ("mse", "xent"):
             raise ValueError(f"loss must be 'mse' or 'xent', got {self.loss!r}")
-
-
-def tile(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
-    """One copy of the shared weights per task: ``[...] -> [T, ...]``."""
-    return [tf.repeat(p[None], n_tasks, axis=0) for p in params]
 
 
 def task_copies(model: Model, params: Weights, x: tf.Tensor) -> Weights:

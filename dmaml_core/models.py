@@ -374,23 +374,23 @@ def grouped_task_conv3x3(h: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Ten
     return tf.nn.depthwise_conv2d(h, depthwise, [1, stride, stride, 1], "SAME")
 
 
+def tile(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
+    """One copy of the shared weights per task: ``[...] -> [T, ...]``."""
+    return [tf.repeat(tf.convert_to_tensor(p)[None], n_tasks, axis=0) for p in params]
+
+
 def grouped_copies(params: Weights, n_tasks: int | tf.Tensor) -> Weights:
     """One copy of a conv net's shared weights per task, stored the way the grouped layout uses
     them, so the inner loop never transposes: a kernel [3, 3, C_in, C_out] becomes
     [3, 3, C_in, T * C_out] and a per-channel vector [C] becomes [T * C] (channel block t: task t);
-    the dense head (the last two weights) gets a leading task axis as in ``maml.tile``. The outer
+    the dense head (the last two weights) gets a leading task axis (``tile``). The outer
     gradient through ``tf.tile`` sums the blocks back."""
     head = len(params) - 2
     copies = []
-    for i, p in enumerate(params):
-        p = tf.convert_to_tensor(p)
-        if i >= head:
-            copies.append(tf.repeat(p[None], n_tasks, axis=0))
-        elif p.shape.rank == 4:
-            copies.append(tf.tile(p, tf.stack([1, 1, 1, n_tasks])))
-        else:
-            copies.append(tf.tile(p, tf.reshape(n_tasks, [1])))
-    return copies
+    for p in map(tf.convert_to_tensor, params[:head]):
+        multiples = [1, 1, 1, n_tasks] if p.shape.rank == 4 else [n_tasks]
+        copies.append(tf.tile(p, tf.stack(multiples)))
+    return copies + tile(params[head:], n_tasks)
 
 
 def task_copies(layout: str, params: Weights, x: tf.Tensor) -> Weights:
@@ -399,7 +399,7 @@ def task_copies(layout: str, params: Weights, x: tf.Tensor) -> Weights:
     x = tf.convert_to_tensor(x)
     if layout == "grouped" and use_fast_convnet(x):
         return grouped_copies(params, int(x.shape[0]))
-    return [tf.repeat(p[None], tf.shape(x)[0], axis=0) for p in params]
+    return tile(params, tf.shape(x)[0])
 
 
 def grouped_conv_gradient_available() -> bool:
