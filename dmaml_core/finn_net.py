@@ -20,8 +20,12 @@ What Finn's public code (github.com/cbfinn/maml, ``maml.py`` ``construct_conv_we
 Two consequences worth knowing:
 
 - With batch statistics, a conv bias is removed again by the batch-norm mean: the network's output
-  does not depend on it and its gradient is zero (up to rounding). Finn's inner loop "adapts" it,
-  a no-op; it is kept here so the parameter list and count match the original.
+  does not depend on it and its gradient is exactly zero. Finn's inner loop "adapts" it, a no-op;
+  it is kept here so the parameter list and count match the original, but it is not added in the
+  forward pass: adding it changes nothing but float32 rounding, and that rounding grows with the
+  bias against the channel's spread (Finn's float32 bias gradient is noise, which Adam turns into
+  steps of about beta, so the bias drifts). Its gradient is therefore an exact zero here (MAML
+  asks for unconnected gradients as zeros), and Adam leaves it where it was initialised.
 - Keeping the offsets out of the inner loop needs the MAML inner step to skip them. A model cannot
   do that on its own: the support pass and the query pass call ``apply`` identically (first order
   and validation pass the same ``twice_differentiated=False``), so nothing tells it which gradient
@@ -61,7 +65,10 @@ from dmaml_core.models import (
     NumpyWeights,
     Weights,
     channels_to_tasks,
+    fused_batch_norm,
     grouped_task_conv3x3,
+    kink_free_head,
+    kink_free_offsets,
     task_conv3x3,
     task_copies,
     tasks_to_channels,
@@ -117,6 +124,18 @@ class FinnConvNet:
         offsets, which only the outer loop learns (Finn's code keeps them out of ``weights``)."""
         block = (True, True, False)
         return block * self.blocks + (True, True)
+
+    def kink_free(self, params: NumpyWeights) -> NumpyWeights:
+        """``params`` with the batch-norm offsets moved away from every ReLU kink and the head
+        scaled to match (``models.kink_free_offsets``, ``kink_free_head``): where the
+        meta-gradient is smooth and well conditioned, so float32 layouts can be held to float32
+        noise."""
+        out = [np.array(p) for p in params]
+        for i in range(self.blocks):
+            offset = out[WEIGHTS_PER_BLOCK * i + 2]
+            offset[...] = kink_free_offsets(offset.shape)
+        out[-2] = kink_free_head(out[-2])
+        return out
 
     def final_side(self) -> int:
         side = self.image_size
@@ -179,9 +198,8 @@ class FinnConvNet:
         """Any dtype, dynamic task count, XLA-friendly: im2col convs, hand-written batch norm."""
         h = x
         for i in range(self.blocks):
-            kernel, bias, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
-            h = task_conv3x3(h, kernel, self.stride) + bias[:, None, None, None, :]
-            h = tf.nn.relu(task_batch_norm_offset(h, offset))
+            kernel, _, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
+            h = tf.nn.relu(task_batch_norm_offset(task_conv3x3(h, kernel, self.stride), offset))
             if self.max_pool:
                 shape = tf.shape(h)
                 pooled = tf.nn.max_pool2d(
@@ -199,13 +217,10 @@ class FinnConvNet:
         outputs = []
         for t, h in enumerate(tf.unstack(x, num=n_tasks)):
             for i in range(self.blocks):
-                kernel, bias, offset = (
+                kernel, _, offset = (
                     per_layer[WEIGHTS_PER_BLOCK * i + j][t] for j in range(WEIGHTS_PER_BLOCK)
                 )
-                h = tf.nn.bias_add(tf.nn.conv2d(h, kernel, self.stride, "SAME"), bias)
-                h, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                    h, ones, offset, epsilon=BN_EPSILON, is_training=True
-                )
+                h = fused_batch_norm(tf.nn.conv2d(h, kernel, self.stride, "SAME"), ones, offset)
                 h = tf.nn.relu(h)
                 if self.max_pool:
                     h = tf.nn.max_pool2d(h, 2, 2, "VALID")
@@ -220,15 +235,12 @@ class FinnConvNet:
         inputs = tf.unstack(x, num=n_tasks)  # T x [N, H, W, C]
         ones = tf.ones([n_tasks * self.filters], x.dtype)
         for i in range(self.blocks):
-            kernel, bias, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
+            kernel, _, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
             convs = [
                 tf.nn.conv2d(a, k, self.stride, "SAME")
                 for a, k in zip(inputs, tf.unstack(kernel, num=n_tasks), strict=True)
             ]
-            h = tf.nn.bias_add(tf.concat(convs, axis=-1), tf.reshape(bias, [-1]))
-            h, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                h, ones, tf.reshape(offset, [-1]), epsilon=BN_EPSILON, is_training=True
-            )
+            h = fused_batch_norm(tf.concat(convs, axis=-1), ones, tf.reshape(offset, [-1]))
             h = tf.nn.relu(h)
             if self.max_pool:
                 h = tf.nn.max_pool2d(h, 2, 2, "VALID")
@@ -244,10 +256,9 @@ class FinnConvNet:
         ones = tf.ones([n_tasks * self.filters], x.dtype)
         h = tasks_to_channels(x)
         for i in range(self.blocks):
-            kernel, bias, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
-            h = tf.nn.bias_add(grouped_task_conv3x3(h, kernel, self.stride), tf.reshape(bias, [-1]))
-            h, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                h, ones, tf.reshape(offset, [-1]), epsilon=BN_EPSILON, is_training=True
+            kernel, _, offset = weights[WEIGHTS_PER_BLOCK * i : WEIGHTS_PER_BLOCK * (i + 1)]
+            h = fused_batch_norm(
+                grouped_task_conv3x3(h, kernel, self.stride), ones, tf.reshape(offset, [-1])
             )
             h = tf.nn.relu(h)
             if self.max_pool:

@@ -22,7 +22,8 @@ import tensorflow as tf
 
 from dmaml_core import layouts
 from dmaml_core.layouts import LayoutChoice
-from dmaml_core.models import LAYOUTS, Model, NumpyWeights, Weights, grouped_conv_gradient_available
+from dmaml_core.layouts import parse_layout as parse_layout  # re-exported
+from dmaml_core.models import Model, NumpyWeights, Weights, grouped_conv_gradient_available
 from dmaml_core.models import tile as tile  # re-exported: the plain per-task copies
 from dmaml_core.optim import AdamState, adam_init, adam_update
 from dmaml_core.types import LossKind as LossKind  # re-exported: the domains' loss kinds
@@ -118,7 +119,8 @@ def inner_step(
         # Second order differentiates this pass twice (the outer tape sees the inner gradient).
         losses, _ = task_losses(model, cfg.loss, weights, x, y, not first_order)
         total = tf.reduce_sum(losses)
-    grads = tape.gradient(total, adapted)
+    # zeros, not None, for a weight the pass does not use (``finn_net``'s conv bias)
+    grads = tape.gradient(total, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     if first_order:
         grads = [tf.stop_gradient(g) for g in grads]
     step = iter(grads)
@@ -172,7 +174,7 @@ def meta_gradients(
         tape.watch(params)
         losses, accuracy = query_losses(model, cfg, params, tasks)
         objective = aggregate(cfg, losses)
-    grads = tape.gradient(objective, params)
+    grads = tape.gradient(objective, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return grads, StepMetrics(tf.reduce_sum(losses), tf.reduce_mean(accuracy))
 
 
@@ -236,16 +238,6 @@ def layout_candidates(order: int, grouped_ok: bool) -> list[str]:
         *(f"{name}/{small}" for name in unrolled),
         *(f"{name}/{large}" for name in unrolled),
     ]
-
-
-def parse_layout(name: str) -> tuple[str, int | None]:
-    """``"grouped/8"`` -> ("grouped", 8); ``"grouped"`` -> ("grouped", None: the default chunk)."""
-    layout, _, chunk = name.partition("/")
-    if layout not in LAYOUTS or (chunk and not (chunk.isdigit() and int(chunk) >= 1)):
-        raise ValueError(
-            f"layout {name!r}: expected one of {', '.join(LAYOUTS)}, optionally /<tasks per chunk>"
-        )
-    return layout, int(chunk) if chunk else None
 
 
 class _Functions:
@@ -321,9 +313,10 @@ class CompiledMaml:
 
     def choose(self, params: Weights, tasks: Tasks) -> LayoutChoice:
         """The "layout/chunk" for this task shape: forced (``DMAML_LAYOUT``, or the model's own
-        layout), cached on disk, or measured on the first ``CHUNK_TASKS`` tasks of ``tasks`` (every
-        candidate on the same tasks, so times and outputs compare; one search serves every
-        T >= CHUNK_TASKS)."""
+        layout), else ``layouts.choose``: cached on disk and re-checked, or measured on the first
+        ``CHUNK_TASKS`` tasks of ``tasks`` (every candidate on the same tasks, so times compare;
+        one search serves every T >= CHUNK_TASKS). Agreement is checked on ``kink_free`` weights
+        of the same shapes, where correct layouts differ by rounding only."""
         probe = Tasks(*(a[:CHUNK_TASKS] for a in tasks))
         key = tuple(tuple(int(d) for d in a.shape) for a in probe)
         if key in self.choices:
@@ -347,29 +340,21 @@ class CompiledMaml:
                 "shapes": key,
                 "candidates": candidates,
             }
-            cache_key = layouts.cache_key(problem)
-            entry = layouts.cached_choice(cache_key)
-            if entry is not None and entry["layout"] in candidates:
-                choice = LayoutChoice(
-                    entry["layout"],
-                    "cached",
-                    tuple(candidates),
-                    dict(entry.get("median_ms", {})),
-                    dict(entry.get("dropped", {})),
-                    detail=str(layouts.cache_path()),
-                )
-            else:
+            kink_free = getattr(self.model, "kink_free", None)
+            smooth = params if kink_free is None else to_tensors(kink_free(to_numpy(params)))
 
-                def prepare(name: str) -> Callable[[], list[np.ndarray]]:
-                    def run() -> list[np.ndarray]:
-                        grads, metrics = self._run(name, params, probe)
-                        return [metrics.loss_sum.numpy()] + [g.numpy() for g in grads]
+            def prepare(name: str) -> Callable[[], list[np.ndarray]]:
+                def run() -> list[np.ndarray]:
+                    grads, metrics = self._run(name, params, probe)
+                    return [metrics.loss_sum.numpy()] + [g.numpy() for g in grads]
 
-                    return run
+                return run
 
-                choice = layouts.search(candidates, prepare)
-                if choice.why == "measured":
-                    layouts.store_choice(cache_key, choice)
+            def check(name: str) -> list[np.ndarray]:
+                grads, metrics = self._run(name, smooth, probe)
+                return [metrics.loss_sum.numpy()] + [g.numpy() for g in grads]
+
+            choice = layouts.choose(candidates, prepare, check, layouts.cache_key(problem))
         self.choices[key] = choice
         return choice
 

@@ -48,15 +48,17 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.ops import control_flow_util
 
+from dmaml_core.layouts import LAYOUTS as LAYOUTS  # re-exported: ConvNet.layout values
+
 Weights = list[tf.Tensor]
 NumpyWeights = list[np.ndarray]
 
 BN_EPSILON = 1e-3
+# How many batch-norm standard deviations ``kink_free_offsets`` puts each channel away from its ReLU
+# kink: a normalised value beyond 6 has probability 2e-9, so even T = 32 tasks of 25 images with
+# 14 x 14 x 64 maps are unlikely to hold one.
+KINK_MARGIN = 6.0
 
-# ConvNet.layout values. "auto": per-task chains where a pass is differentiated once, task channels
-# where twice (the default). "reference" is the im2col path in float32 (slow, but its tracing does
-# not grow with T and it runs everywhere, XLA included).
-LAYOUTS = ("auto", "per_task", "task_channels", "grouped", "reference")
 # Layouts whose graph holds one op chain per task: tracing time grows linearly with T.
 UNROLLED_LAYOUTS = frozenset({"auto", "per_task", "task_channels"})
 
@@ -172,6 +174,45 @@ def task_batch_norm(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor) -> tf.Ten
     )
 
 
+def kink_free_offsets(shape: tuple[int, ...]) -> np.ndarray:
+    """Batch-norm offsets +KINK_MARGIN, -KINK_MARGIN, ... on alternate channels (the last axis).
+
+    With batch statistics and a unit scale, a ReLU input is a normalised value plus its offset, so
+    every ReLU sits far from its kink: half the channels always on, half always off. There the
+    meta-gradient is smooth, and two float32 implementations differ by rounding only, while near a
+    kink one flipped ReLU in a large early map moves a first-block gradient by about
+    1 / sqrt(N * H * W) (1e-3 to 1e-2: issue 18). Tests and the layout search compare layouts on
+    weights made so."""
+    signs = np.where(np.arange(shape[-1]) % 2 == 0, 1.0, -1.0)
+    return np.broadcast_to(KINK_MARGIN * signs, shape).astype(np.float32)
+
+
+def kink_free_head(dense: np.ndarray) -> np.ndarray:
+    """The dense head scaled so that each class's weight column has norm 1 / KINK_MARGIN: with the
+    features of ``kink_free_offsets`` (about KINK_MARGIN on half the channels) the logits stay
+    O(1), and the cross-entropy is not a float32 difference of large logits."""
+    norms = np.linalg.norm(dense, axis=0, keepdims=True)
+    return (dense / (KINK_MARGIN * np.maximum(norms, 1e-12))).astype(np.float32)
+
+
+def fused_batch_norm(h: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
+    """Training-mode ``FusedBatchNormV3`` over the channels of ``h`` [N, H, W, C], on input whose
+    per-channel mean is removed first.
+
+    Why centre: batch norm is shift-invariant per channel, so ``BN(h - c) == BN(h)`` for any
+    constant ``c``, with the same derivatives of every order in ``h``; ``c`` is the channel mean
+    under ``stop_gradient``, which autodiff treats as such a constant (exact to second order). The
+    fused kernel's float32 variance loses digits as the channel mean grows against its spread (with
+    oneDNN on: 2.3e-5 off the float64 result at mean/std = 10, 2.8e-6 centred; see
+    ``tests/dmaml_core/test_models.py``), and every such error can flip a ReLU kink in the large
+    early maps, which moves a first-block gradient by about 1 / sqrt(N * H * W) (issue 18)."""
+    centred = h - tf.stop_gradient(tf.reduce_mean(h, axis=[0, 1, 2]))
+    out, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        centred, scale, offset, epsilon=BN_EPSILON, is_training=True
+    )
+    return out
+
+
 @dataclass(frozen=True)
 class ConvNet:
     """4 x [3x3 conv, batch norm, ReLU (, 2x2 max-pool)] + dense N-way head.
@@ -192,6 +233,17 @@ class ConvNet:
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {self.layout!r}")
+
+    def kink_free(self, params: NumpyWeights) -> NumpyWeights:
+        """``params`` with unit batch-norm scales, offsets moved away from every ReLU kink
+        (``kink_free_offsets``) and the head scaled to match (``kink_free_head``): where the
+        meta-gradient is smooth and well conditioned."""
+        out = [np.array(p) for p in params]
+        for i in range(self.blocks):
+            out[3 * i + 1][...] = 1.0
+            out[3 * i + 2][...] = kink_free_offsets(out[3 * i + 2].shape)
+        out[-2] = kink_free_head(out[-2])
+        return out
 
     def feature_size(self) -> int:
         side = self.image_size
@@ -264,9 +316,7 @@ class ConvNet:
             for i in range(self.blocks):
                 kernel, scale, offset = (per_layer[3 * i + j][t] for j in range(3))
                 h = tf.nn.conv2d(h, kernel, self.stride, "SAME")
-                h, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                    h, scale, offset, epsilon=BN_EPSILON, is_training=True
-                )
+                h = fused_batch_norm(h, scale, offset)
                 h = tf.nn.relu(h)
                 if self.max_pool:
                     h = tf.nn.max_pool2d(h, 2, 2, "VALID")
@@ -289,14 +339,8 @@ class ConvNet:
                 for a, k in zip(inputs, kernels, strict=True)
             ]
             h = tf.concat(convs, axis=-1)  # [N, H', W', T * C_out]: task t owns channel block t
-            # Training-mode fused batch norm normalises each channel over (N, H, W): per task.
-            h, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                h,
-                tf.reshape(scale, [-1]),
-                tf.reshape(offset, [-1]),
-                epsilon=BN_EPSILON,
-                is_training=True,
-            )
+            # Training-mode batch norm normalises each channel over (N, H, W): per task.
+            h = fused_batch_norm(h, tf.reshape(scale, [-1]), tf.reshape(offset, [-1]))
             h = tf.nn.relu(h)
             if self.max_pool:
                 h = tf.nn.max_pool2d(h, 2, 2, "VALID")
@@ -322,13 +366,7 @@ class ConvNet:
         for i in range(self.blocks):
             kernel, scale, offset = weights[3 * i : 3 * i + 3]
             h = grouped_task_conv3x3(h, kernel, self.stride)
-            h, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                h,
-                tf.reshape(scale, [-1]),
-                tf.reshape(offset, [-1]),
-                epsilon=BN_EPSILON,
-                is_training=True,
-            )
+            h = fused_batch_norm(h, tf.reshape(scale, [-1]), tf.reshape(offset, [-1]))
             h = tf.nn.relu(h)
             if self.max_pool:
                 h = tf.nn.max_pool2d(h, 2, 2, "VALID")

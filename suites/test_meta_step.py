@@ -256,7 +256,7 @@ def test_warmup(
         warmups[state] = time.perf_counter() - start
         assert maml.layout is not None
         layouts[state] = maml.layout.as_record()
-    assert layouts["cached"]["why"] == "cached" or layouts["search"]["why"] != "measured"
+    assert layouts["cached"]["why"].startswith("cached") or layouts["search"]["why"] != "measured"
     benchmark.group = "warm-up, omniglot_5w1s"
     benchmark.pedantic(step, rounds=2, iterations=1)
     benchmark.extra_info.update(

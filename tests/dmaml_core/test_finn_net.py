@@ -35,6 +35,9 @@ from dmaml_core.registry import build
 from dmaml_core.tasks.miniimagenet import MiniImageNet
 from dmaml_core.tasks.omniglot import Omniglot
 
+# the conv biases are not used by the pass (batch norm removes them): their gradient is zero
+ZERO = tf.UnconnectedGradients.ZERO
+
 MEAN_NET = FinnConvNet(n_way=3, image_size=6, channels=1, filters=3, stride=2, blocks=2)
 POOL_NET = FinnConvNet(
     n_way=2, image_size=8, channels=2, filters=3, stride=1, max_pool=True, blocks=2,
@@ -213,8 +216,8 @@ def test_apply_picks_the_implementations_like_convnet() -> None:
 
 def test_conv_bias_is_removed_by_batch_norm() -> None:
     """Batch statistics subtract any per-channel constant again: the output does not depend on
-    the conv biases and their gradient is zero up to rounding (Finn's inner loop adapts them, a
-    no-op), while the kernels' gradient is not."""
+    the conv biases and their gradient is zero (Finn's inner loop adapts them, a no-op; here
+    they are not even added, so the zero is exact), while the kernels' gradient is not."""
     net = ODD_NET
     weights = task_weights(net, 2)
     x = tf.constant(make_tasks(net, 2, 4, seed=3).support_x)
@@ -226,7 +229,8 @@ def test_conv_bias_is_removed_by_batch_norm() -> None:
     with tf.GradientTape() as tape:
         tape.watch(tensors)
         loss = tf.reduce_sum(tf.sin(net.apply_reference(tensors, x)))
-    grads = [g.numpy() for g in tape.gradient(loss, tensors)]
+    zeros = tf.UnconnectedGradients.ZERO
+    grads = [g.numpy() for g in tape.gradient(loss, tensors, unconnected_gradients=zeros)]
     kernel_scale = max(np.abs(g).max() for g in grads[0 : 3 * net.blocks : 3])
     assert kernel_scale > 1e-3
     for g in grads[1 : 3 * net.blocks : 3]:
@@ -251,9 +255,9 @@ def test_fast_hessian_vector_products_match_float64_reference(net: FinnConvNet, 
             with tf.GradientTape() as inner:
                 inner.watch(weights)
                 loss = tf.reduce_sum(tf.sin(apply(weights, tf.constant(x, dtype))) * mix)
-            grads = inner.gradient(loss, weights)
+            grads = inner.gradient(loss, weights, unconnected_gradients=ZERO)
             dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs, strict=True)])
-        return [g.numpy() for g in outer.gradient(dot, weights)]
+        return [g.numpy() for g in outer.gradient(dot, weights, unconnected_gradients=ZERO)]
 
     fast = hvp(tf.float32, implementations(net)[impl])
     reference = hvp(tf.float64, net.apply_reference)
@@ -275,7 +279,7 @@ def unmasked_inner_step(
         tape.watch(weights)
         losses, _ = task_losses(model, cfg.loss, weights, x, y, not first_order)
         total = tf.reduce_sum(losses)
-    grads = tape.gradient(total, weights)
+    grads = tape.gradient(total, weights, unconnected_gradients=ZERO)
     if first_order:
         grads = [tf.stop_gradient(g) for g in grads]
     return [w - cfg.alpha * g for w, g in zip(weights, grads, strict=True)]
@@ -306,7 +310,7 @@ def reference_query_loss(
         with tf.GradientTape() as tape:
             tape.watch(weights)
             support = loss(weights, tasks.support_x, tasks.support_y)
-        grads = tape.gradient(support, [weights[i] for i in adaptable])
+        grads = tape.gradient(support, [weights[i] for i in adaptable], unconnected_gradients=ZERO)
         for i, g in zip(adaptable, grads, strict=True):
             weights[i] = weights[i] - alpha * (tf.stop_gradient(g) if first_order else g)
     return loss(weights, tasks.query_x, tasks.query_y)
@@ -373,7 +377,7 @@ def test_masked_first_order_is_the_stopped_gradient_form(net: FinnConvNet) -> No
         total = tf.add_n(
             [reference_query_loss(net, 0.4, 1, p, tasks, t, first_order=True) for t in range(2)]
         )
-    expected = tape.gradient(total, p)
+    expected = tape.gradient(total, p, unconnected_gradients=ZERO)
     np.testing.assert_allclose(flat(got), flat(expected), rtol=1e-10, atol=1e-12)
     second, _ = meta_gradients(net, MamlConfig(alpha=0.4, order=2, loss="xent"), p, tasks)
     assert not np.allclose(flat(got), flat(second), rtol=1e-3)
@@ -418,8 +422,8 @@ def test_masked_inner_loop_keeps_offsets_and_adapts_kernels_and_head(first_order
     kernels, biases, offsets = (changes[j : 3 * net.blocks : 3] for j in range(3))
     assert offsets == [0.0] * net.blocks  # exactly the outer weights
     assert min(kernels) > 1e-4 and min(changes[-2:]) > 1e-4
-    # Conv biases are adapted, but their gradient is rounding noise (batch norm removes them).
-    assert max(biases) < 1e-5 * min(kernels)
+    # Conv biases are "adapted", but their gradient is exactly zero (batch norm removes them).
+    assert max(biases) == 0.0
 
 
 def test_maml_inner_step_keeps_the_offsets() -> None:
