@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import math
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dmaml_core.layouts import check_layout_env
 from harness.data_source import describe_data
 from harness.machine import git_info
 from harness.store import FolderLock, RunFolder, StoreError, find_folders, finished_case_seeds
@@ -41,13 +43,29 @@ DEFAULT_SUITE = "main"
 WIDE_HELP = "show every table column (default: fit the terminal tables into 100 columns)"
 
 
+def _check_environment() -> None:
+    """The environment variables the project reads, checked like their flags (before TensorFlow
+    and before any results folder): ``DMAML_LAYOUT`` and ``DMAML_DATA``."""
+    try:
+        check_layout_env()
+    except ValueError as err:
+        raise SuiteError(str(err)) from None
+    data = os.environ.get("DMAML_DATA")
+    if data is not None and not Path(data).is_dir():
+        raise SuiteError(f"DMAML_DATA={data}: no such folder (unset it, or point it at the data)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before TensorFlow is imported and before a
     # results folder exists: the suite (domains included), the data, the folder's lock.
     suite = load_suite(resolve(args.suite, args.suites), args.scale)
+    _check_environment()
     if args.worker_timeout is not None:
-        if not args.worker_timeout > 0:
-            raise SuiteError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
+        if not (args.worker_timeout > 0 and math.isfinite(args.worker_timeout)):
+            raise SuiteError(
+                "--worker-timeout must be a finite number of seconds > 0, "
+                f"got {args.worker_timeout}"
+            )
         plan = dataclasses.replace(suite.plan, worker_timeout_s=args.worker_timeout)
         suite = dataclasses.replace(suite, plan=plan)
     if args.max_failures is not None:

@@ -97,6 +97,9 @@ class Results:
     published: list[dict[str, Any]] = field(default_factory=list)
     target: dict[str, Any] | None = None
     published_from: str = ""  # where they were read: the manifest, or the suite file
+    # records dropped or refused while reading (a duplicated line), shown in the report header
+    warnings: list[str] = field(default_factory=list)
+    case_seeds: dict[tuple[str, int], Path] = field(default_factory=dict)  # -> folder holding it
 
     @property
     def plan(self) -> dict[str, Any]:
@@ -151,8 +154,58 @@ def _check_record(record: Any, number: int, folder: RunFolder) -> bool:
     return True
 
 
+def _record_key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a record unique in one folder: a second record with the same key is a
+    duplicated line (a copy, a bad merge), never new data."""
+    base = (r["kind"], r["case_id"], r["seed"], r.get("attempt", 0))
+    if r["kind"] == "run":
+        return (*base, r["run_index"], r["warmup"])
+    if r["kind"] == "validation":
+        return (*base, r["after_runs"])
+    if r["kind"] == "case_resume":
+        return (*base, id(r))  # several resumes of one attempt are normal
+    return base
+
+
+def _drop_duplicates(
+    records: list[dict[str, Any]], folder: RunFolder, warnings: list[str]
+) -> list[dict[str, Any]]:
+    seen: set[tuple[Any, ...]] = set()
+    kept = []
+    for r in records:
+        key = _record_key(r)
+        if key in seen:
+            warnings.append(
+                f"dropped a duplicated {r['kind']} record ({r['case_id']}, seed {r['seed']}"
+                + (f", run {r['run_index']}" if r["kind"] == "run" else "")
+                + (f", after {r['after_runs']} runs" if r["kind"] == "validation" else "")
+                + f") in {folder.records_path}"
+            )
+            continue
+        seen.add(key)
+        kept.append(r)
+    return kept
+
+
+def _check_poolable(results: Results, manifest: dict[str, Any], folder: RunFolder) -> None:
+    """Folders of one suite and scale are pooled only when every case they share has the same
+    configuration; a case-seed found in two folders is refused (``_check_disjoint``)."""
+    new_cases = manifest.get("signature", {}).get("cases", {})
+    for other_path, other in zip(results.folders, results.manifests, strict=True):
+        old_cases = other.get("signature", {}).get("cases", {})
+        differ = sorted(c for c in set(new_cases) & set(old_cases) if new_cases[c] != old_cases[c])
+        if differ:
+            raise StoreError(
+                f"{folder.path} and {other_path}: not pooled: case(s) {', '.join(differ)} have "
+                "different configurations under the same id (report them one at a time, or "
+                "compare them)"
+            )
+
+
 def load(folders: list[RunFolder]) -> list[Results]:
-    """Group records by (suite, scale); only each case-seed's latest attempt counts."""
+    """Group records by (suite, scale); only each case-seed's latest attempt counts. Each record
+    counts once: duplicated lines are dropped (and named in the report), and folders are pooled
+    only when their shared cases have one configuration and no case-seed is in two of them."""
     grouped: dict[tuple[str, str], Results] = {}
     for folder in folders:
         manifest = folder.manifest()
@@ -164,6 +217,7 @@ def load(folders: list[RunFolder]) -> list[Results]:
             grouped[key].published, grouped[key].target = published, target
             grouped[key].published_from = source
         results = grouped[key]
+        _check_poolable(results, manifest, folder)
         results.manifests.append(manifest)
         results.folders.append(folder.path)
         records = folder.records()
@@ -172,6 +226,17 @@ def load(folders: list[RunFolder]) -> list[Results]:
             for i, r in enumerate(records, 1)
             if _check_record(r, i, folder) or r["kind"] == "case_resume"
         )
+        records = _drop_duplicates(list(records), folder, results.warnings)
+        for r in records:
+            if r["kind"] != "case_start":
+                continue
+            case_seed = (r["case_id"], r["seed"])
+            holder = results.case_seeds.setdefault(case_seed, folder.path)
+            if holder != folder.path:
+                raise StoreError(
+                    f"{folder.path} and {holder}: not pooled: both hold {case_seed[0]} seed "
+                    f"{case_seed[1]} (pooling would count that seed twice)"
+                )
         latest: dict[tuple[str, int], int] = {}
         for r in records:
             if r["kind"] == "case_start":
@@ -735,6 +800,8 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
         )
 
     parts = [f"# {results.suite} ({results.scale})"]
+    for warning in results.warnings:
+        parts.append(prose(f"WARNING: {warning}"))
     for path, manifest in zip(results.folders, results.manifests, strict=False):
         status = manifest.get("status")
         if status is not None and status != "complete":

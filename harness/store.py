@@ -119,6 +119,9 @@ class RunFolder:
     def create(cls, root: Path, suite: str, scale: str) -> RunFolder:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         folder = cls(root / suite / f"{scale}-{stamp}")
+        inside = folder.path.resolve().is_relative_to(root.resolve())
+        if not inside or suite in (".", "..") or "/" in suite or "\\" in suite:
+            raise StoreError(f"suite name {suite!r} would put results outside {root}")
         folder.path.mkdir(parents=True, exist_ok=False)
         return folder
 
@@ -250,13 +253,17 @@ def finished_case_seeds(records: list[dict[str, Any]]) -> set[tuple[str, int]]:
 
 
 def find_folders(paths: list[Path]) -> list[RunFolder]:
-    """Results folders at or under each path (a folder with a manifest, or any parent of some)."""
-    found: list[RunFolder] = []
+    """Results folders at or under each path (a folder with a manifest, or any parent of some),
+    each once: the same folder named twice, or a parent and its child, would otherwise count
+    every record twice (folders are compared by their resolved path)."""
+    found: dict[Path, RunFolder] = {}
     for path in paths:
         if not path.exists():
             raise StoreError(f"{path}: no such results file or folder")
         if (path / MANIFEST).exists():
-            found.append(RunFolder(path))
+            folders = [path]
         else:
-            found.extend(RunFolder(m.parent) for m in sorted(path.rglob(MANIFEST)))
-    return found
+            folders = [m.parent for m in sorted(path.rglob(MANIFEST))]
+        for folder in folders:
+            found.setdefault(folder.resolve(), RunFolder(folder))
+    return list(found.values())

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -103,6 +104,8 @@ MINIMUM = {
     "threads": 0,
 }
 POSITIVE = ("alpha", "beta", "g")
+# A suite's name is a folder name under --results-dir: no separators, nothing that climbs out.
+SUITE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # Sane upper bounds: a typo such as ``workers = 1000000`` should fail in a second, not build a
 # million workers. Values above them are refused unless DMAML_BENCH_NO_LIMITS=1 is set.
 MAXIMUM = {
@@ -271,6 +274,8 @@ def _check_value(path: Path, where: str, key: str, raw: Any) -> Any:
         value = float(value)
     if not _exact_type(value, expected):
         raise _fail(path, where, f"{key} must be {expected.__name__}, got {value!r}")
+    if expected is float and not math.isfinite(value):
+        raise _fail(path, where, f"{key} must be a finite number, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
         accepted = ", ".join(map(repr, CHOICES[key]))
         raise _fail(path, where, f"{key} = {value!r} is not one of {accepted}")
@@ -393,7 +398,9 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
             f"must be an integer >= 0 (0 = adaptive), got {every!r}",
         )
     timeout = run.get("worker_timeout_s")
-    if timeout is not None and (type(timeout) not in (int, float) or not timeout > 0):
+    if timeout is not None and (
+        type(timeout) not in (int, float) or not timeout > 0 or not math.isfinite(timeout)
+    ):
         raise _fail(
             path,
             f"scales.{scale}.worker_timeout_s",
@@ -440,6 +447,13 @@ def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = Tr
     for key in ("name", "description"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise _fail(path, key, "required, a non-empty string")
+    if not SUITE_NAME.fullmatch(data["name"]) or data["name"] in (".", ".."):
+        raise _fail(
+            path,
+            "name",
+            f"{data['name']!r} is not a suite name: letters, digits, '_', '.' and '-' only "
+            "(it names the results folder), not '.' or '..'",
+        )
 
     domain = _table(path, data, "domain")
     if not isinstance(domain.get("name"), str):

@@ -1,0 +1,184 @@
+"""Issue 23, round two: ``report`` reads each record once and never pools silently; suite names
+cannot escape ``--results-dir``; bounds and environment variables are checked before any folder
+exists. Each test failed on the code before the fix; all run the real CLI in-process on the tiny
+sinusoid suite (a second or two each)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import cli, report
+from harness.store import RunFolder, StoreError, find_folders
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_clear_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def finished(tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """A complete results folder of the tiny suite."""
+    root = tmp_path / "results"
+    code, _, err = run_cli(
+        capsys, "run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(root), "--quiet"
+    )
+    assert code == 0, err
+    (folder,) = (root / "tiny").iterdir()
+    return folder
+
+
+def loaded(*paths: Path) -> report.Results:
+    (results,) = report.load(find_folders(list(paths)))
+    return results
+
+
+def test_the_same_folder_twice_or_with_its_parent_counts_once(
+    finished: Path,
+) -> None:
+    folder = finished
+    once = loaded(folder)
+    for paths in ((folder, folder), (folder.parent, folder), (folder, folder.parent.parent)):
+        again = loaded(*paths)
+        assert again.folders == once.folders
+        for case_id, case in once.cases.items():
+            assert len(again.cases[case_id].runs) == len(case.runs)
+            assert len(again.cases[case_id].validations) == len(case.validations)
+
+
+def test_a_duplicated_record_line_is_dropped_and_named(
+    finished: Path,
+) -> None:
+    folder = finished
+    before = loaded(folder)
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    run = next(line for line in lines if json.loads(line)["kind"] == "run")
+    validation = next(line for line in lines if json.loads(line)["kind"] == "validation")
+    (folder / "records.jsonl").write_text("\n".join([*lines, run, validation]) + "\n")
+    after = loaded(folder)
+    for case_id, case in before.cases.items():
+        assert len(after.cases[case_id].runs) == len(case.runs)
+        assert len(after.cases[case_id].warmups) == len(case.warmups)
+        assert len(after.cases[case_id].validations) == len(case.validations)
+    assert len(after.warnings) == 2
+    assert all("duplicated" in w and str(folder) in w for w in after.warnings)
+    text = report.render(after, 1000)
+    assert text.count("WARNING: dropped a duplicated") == 2
+
+
+def test_folders_with_one_case_id_but_two_configurations_are_not_pooled(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roots = []
+    for alpha in ("0.01", "0.02"):
+        tiny_suite.write_text(tiny_suite.read_text().replace("alpha = 0.01", f"alpha = {alpha}"))
+        root = tmp_path / f"r{alpha}"
+        code, _, err = run_cli(
+            capsys,
+            "run",
+            str(tiny_suite),
+            "--scale",
+            "smoke",
+            "--results-dir",
+            str(root),
+            "--quiet",
+        )
+        assert code == 0, err
+        roots.append(root)
+    code, _, err = run_cli(capsys, "report", str(roots[0]), str(roots[1]), "--out", str(tmp_path))
+    line = one_clear_line(err)
+    assert code == 2
+    assert "not pooled" in line and "different configurations" in line
+
+
+def test_two_folders_holding_the_same_seed_are_not_pooled(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a", "b"):
+        code, _, err = run_cli(
+            capsys,
+            "run",
+            str(tiny_suite),
+            "--scale",
+            "smoke",
+            "--results-dir",
+            str(tmp_path / name),
+            "--quiet",
+        )
+        assert code == 0, err
+    with pytest.raises(StoreError, match="count that seed twice"):
+        loaded(tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.parametrize("name", ["/an/absolute/path", "..", ".", "../../escaped", "a b"])
+def test_a_suite_name_that_is_not_a_name_is_refused_before_any_folder(
+    tiny_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    tiny_suite.write_text(tiny_suite.read_text().replace('name = "tiny"', f"name = {name!r}"))
+    root = tmp_path / "results"
+    code, _, err = run_cli(
+        capsys, "run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(root), "--quiet"
+    )
+    line = one_clear_line(err)
+    assert code == 2 and "name" in line and "not a suite name" in line
+    assert not root.exists()
+    with pytest.raises(StoreError, match="outside"):
+        RunFolder.create(root, "..", "smoke")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field"),
+    [
+        ("alpha = 0.01", "alpha = inf", "alpha"),
+        ("alpha = 0.01", "alpha = 0.01\nbeta = inf", "beta"),
+        ("validation_tasks = 8", "validation_tasks = 8\nworker_timeout_s = inf", "worker_timeout"),
+    ],
+)
+def test_infinite_values_are_refused_at_dry_run(
+    tiny_suite: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    field: str,
+) -> None:
+    tiny_suite.write_text(tiny_suite.read_text().replace(old, new))
+    code, _, err = run_cli(capsys, "run", str(tiny_suite), "--scale", "smoke", "--dry-run")
+    line = one_clear_line(err)
+    assert code == 2 and field in line and ("finite" in line or "inf" in line), line
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DMAML_LAYOUT", "nonsense", "DMAML_LAYOUT"),
+        ("DMAML_DATA", "/no/such/folder", "DMAML_DATA"),
+    ],
+)
+def test_environment_variables_are_checked_like_flags(
+    tiny_suite: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    root = tmp_path / "results"
+    code, _, err = run_cli(
+        capsys, "run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(root), "--quiet"
+    )
+    line = one_clear_line(err)
+    assert code == 2 and expected in line
+    assert not root.exists()
