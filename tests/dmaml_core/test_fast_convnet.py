@@ -81,7 +81,11 @@ def test_fast_forward_matches_reference(net: ConvNet, layout: str) -> None:
     reference = net.apply_reference(weights, x).numpy()
     np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)
     twice = layout == "task_channels"
-    np.testing.assert_allclose(net.apply(weights, x, twice_differentiated=twice).numpy(), fast)
+    # other layouts reduce the batch-norm mean in another order: equal up to float32 rounding
+    same = {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(
+        net.apply(weights, x, twice_differentiated=twice).numpy(), fast, **same
+    )
     forced = dataclasses.replace(net, layout=layout)
     np.testing.assert_allclose(forced.apply(weights, x, twice_differentiated=not twice), fast)
 
