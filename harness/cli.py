@@ -4,6 +4,7 @@ errors a user can fix print one line and exit non-zero, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import math
@@ -583,10 +584,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
             print(f"error: {message}", file=sys.stderr)
-        else:
+        elif message.startswith(INTERNAL):  # expected errors say all there is in their line
             log = write_error_log()
             where = f" (traceback in {log})" if log else ""
             print(f"error: {message}{where}", file=sys.stderr)
+        else:
+            print(f"error: {message}", file=sys.stderr)
         return code
 
 
@@ -611,16 +614,21 @@ def describe_failure(err: BaseException) -> tuple[int, str]:
         return 1, text
     if isinstance(err, RuntimeError):
         return 1, text
-    return 1, f"internal error ({type(err).__name__}: {text}); please report it"
+    return 1, f"{INTERNAL} ({type(err).__name__}: {text}); please report it"
 
 
 def _filename(err: OSError) -> str:
     return f": {err.filename}" if err.filename else ""
 
 
+INTERNAL = "internal error"
+KEPT_ERROR_LOGS = 20  # the newest logs a log folder keeps; older ones are removed
+
+
 def write_error_log() -> Path | None:
-    """Write the current exception's traceback to a log file; its path, or None if no folder
-    could take it (the one-line message is printed either way)."""
+    """Write the current exception's traceback to a log file, keeping the newest
+    ``KEPT_ERROR_LOGS`` in its folder; its path, or None if no folder could take it (the
+    one-line message is printed either way)."""
     from dmaml_core.tasks.omniglot import user_cache_dir
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -630,6 +638,9 @@ def write_error_log() -> Path | None:
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / f"error-{stamp}-{os.getpid()}.log"
             path.write_text(text)
+            for old in sorted(folder.glob("error-*.log"))[:-KEPT_ERROR_LOGS]:
+                with contextlib.suppress(OSError):
+                    old.unlink()
             return path
         except OSError:
             continue

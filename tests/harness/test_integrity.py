@@ -6,9 +6,11 @@ in-process (``cli.main``) on tiny sinusoid suites (about a second each)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -155,7 +157,11 @@ def test_4_omniglot_source_path_and_hashes_are_recorded(tmp_path: Path) -> None:
     (entry,) = describe_data(load_suite(suite, "smoke"), None)
     assert entry["domain"] == "omniglot" and Path(entry["path"]).is_dir()
     assert set(entry["sha256"]) == {"images_background.zip", "images_evaluation.zip"}
-    assert all(len(h) == 64 for h in entry["sha256"].values())
+    for name, digest in entry["sha256"].items():  # what `sha256sum` prints, and the data README
+        assert digest == hashlib.sha256((Path(entry["path"]) / name).read_bytes()).hexdigest()
+        readme = Path(entry["path"]) / "README.md"
+        if readme.exists():
+            assert digest in readme.read_text()
 
 
 def test_5_resume_records_events_and_keeps_the_first_finish(
@@ -303,21 +309,40 @@ def test_unwritable_results_dir_is_one_line(
     assert code == 2 and "Permission denied" in one_clear_line(err)
 
 
-def test_debug_shows_the_traceback_and_the_log_holds_it(
+def test_debug_shows_the_traceback_and_only_internal_errors_are_logged(
     tiny_suite: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
+    """An expected error (a missing folder) is its one line and no log file; an internal one
+    (a bug: here a KeyError from the report command) names the log that holds its traceback;
+    the log folder keeps the newest ``KEPT_ERROR_LOGS``."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    logs = tmp_path / "cache" / "dmaml-bench" / "logs"
     missing = str(tmp_path / "nope")
     code, _, err = run_cli(capsys, "report", missing)
     line = one_clear_line(err)
-    assert code == 2 and "traceback in" in line
-    log = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
-    assert "Traceback" in log.read_text() and "StoreError" in log.read_text()
+    assert code == 2 and "traceback in" not in line and "no such results" in line
+    assert not logs.exists() or not list(logs.iterdir())
     code, _, err = run_cli(capsys, "report", missing, "--debug")
     assert code == 2 and "Traceback" in err
+
+    def broken(args: Any) -> int:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_report", broken)
+    monkeypatch.setattr(cli.sys, "argv", ["harness", "report"])
+    logs.mkdir(parents=True, exist_ok=True)
+    for i in range(cli.KEPT_ERROR_LOGS + 5):  # older logs of earlier errors
+        (logs / f"error-20200101T0000{i:02d}-1.log").write_text("old")
+    code, _, err = run_cli(capsys, "report", missing)
+    line = one_clear_line(err)
+    assert code == 1 and "internal error (KeyError" in line and "traceback in" in line
+    log = Path(line.rsplit("traceback in ", 1)[1].rstrip(")"))
+    assert "Traceback" in log.read_text() and "a bug" in log.read_text()
+    kept = sorted(logs.glob("error-*.log"))
+    assert len(kept) == cli.KEPT_ERROR_LOGS and log in kept
 
 
 def test_suite_errors_come_fast_and_without_tensorflow(tiny_suite: Path) -> None:
