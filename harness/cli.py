@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import json
 import math
 import os
 import sys
@@ -90,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["RAY_ADDRESS"] = args.ray_address
     root = Path(args.results_dir)
     if args.resume:
-        folder, lock, manifest = _resume_folder(args, suite, root)
+        folder, lock, manifest = _resume_folder(args, suite, root, data)
         if manifest is None:
             lock.release()
             return 0
@@ -103,10 +104,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _resume_folder(
-    args: argparse.Namespace, suite: Suite, root: Path
+    args: argparse.Namespace, suite: Suite, root: Path, data: list[dict[str, Any]]
 ) -> tuple[RunFolder, FolderLock, dict[str, Any] | None]:
     """(folder, its lock, the manifest with a 'resumed' event), or a None manifest when every
-    case-seed is already complete. A refused or no-op resume never rewrites the manifest."""
+    case-seed is already complete. A refused or no-op resume never rewrites the manifest.
+    Changed code or data refuse it, unless allowed: then the event says what changed."""
     folder = (
         RunFolder(Path(args.resume))
         if args.resume != "latest"
@@ -135,6 +137,7 @@ def _resume_folder(
                 f"({'; '.join(changes)}); start a new sweep (run without --resume) instead of "
                 "mixing them"
             )
+        changed = _code_and_data_changes(args, manifest, folder, data)
         planned = {(c.case_id, seed) for c in suite.cases for seed in suite.plan.seeds}
         if planned <= finished_case_seeds(folder.records()):
             print(
@@ -145,7 +148,47 @@ def _resume_folder(
         lock.release()
         raise
     event = {"event": "resumed", "at": _now(), "command": sys.argv, "git": git_info()}
+    if changed:
+        event["changed"] = changed  # allowed by --allow-code-change / --allow-data-change
     return folder, lock, {**manifest, "events": [*manifest.get("events", []), event]}
+
+
+def _code_and_data_changes(
+    args: argparse.Namespace,
+    manifest: dict[str, Any],
+    folder: RunFolder,
+    data: list[dict[str, Any]],
+) -> list[str]:
+    """What changed since the folder was started (its manifest's ``code`` and ``data``), as
+    lines for the report; raise StoreError naming it unless the matching --allow-* flag says
+    to go on. A manifest from before code fingerprints has nothing to compare and passes."""
+    from harness.machine import code_fingerprint
+
+    changed = []
+    stored = manifest.get("code")
+    now = code_fingerprint()
+    if isinstance(stored, dict) and stored.get("package_sha256") != now["package_sha256"]:
+        what = (
+            f"code changed: commit {str(stored.get('commit'))[:10]} -> {now['commit'][:10]}, "
+            f"package files {str(stored.get('package_sha256'))[:12]} -> "
+            f"{now['package_sha256'][:12]}"
+        )
+        if not args.allow_code_change:
+            raise StoreError(f"{folder.path}: {what}; rerun with --allow-code-change to mix them")
+        changed.append(what)
+    old_data = {json.dumps(d, sort_keys=True) for d in manifest.get("data", [])}
+    new_data = {json.dumps(d, sort_keys=True) for d in data}
+    if "data" in manifest and old_data != new_data:
+        paths = sorted({d.get("path", d.get("source", "?")) for d in manifest.get("data", [])})
+        what = f"data changed: {', '.join(paths)} -> " + ", ".join(
+            sorted({d.get("path", d.get("source", "?")) for d in data})
+        )
+        if old_data and all("sha256" in json.loads(d) for d in old_data):
+            what += " (other archive hashes)"
+        if not args.allow_data_change:
+            raise StoreError(f"{folder.path}: {what}; rerun with --allow-data-change to mix them")
+        changed.append(what)
+    return changed
 
 
 def _stored_signature(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -158,7 +201,7 @@ def _stored_signature(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:
-    from harness.machine import machine_info
+    from harness.machine import code_fingerprint, machine_info
 
     started = _now()
     return {
@@ -177,6 +220,7 @@ def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:
             "validation_steps": suite.plan.validation_steps,
         },
         "signature": suite.signature(),
+        "code": code_fingerprint(),
         # what the report compares against (harness/report.py), kept with the results
         "published": [row.as_dict() for row in suite.published],
         "target": suite.target.as_dict() if suite.target else None,
@@ -429,7 +473,18 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         const="latest",
         metavar="FOLDER",
-        help="continue an interrupted sweep (default: the latest of this suite/scale)",
+        help="continue an interrupted sweep (default: the latest of this suite/scale); refused "
+        "when the code or the data changed since it started",
+    )
+    run.add_argument(
+        "--allow-code-change",
+        action="store_true",
+        help="resume although the package files changed (recorded; every report shows it)",
+    )
+    run.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume although the data (path or archive hashes) changed (recorded, shown)",
     )
     run.add_argument(
         "--results-dir",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -145,6 +146,21 @@ def git_info(cwd: Path | None = None) -> dict[str, Any]:
         return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
+
+
+CODE_PACKAGES = ("dmaml_core", "harness")
+
+
+def code_fingerprint() -> dict[str, Any]:
+    """What code writes the records: the checkout's commit and a SHA-256 over the package files
+    as they are on disk (relative path and bytes of every ``.py`` of ``CODE_PACKAGES``), so an
+    edit without a commit, or an installed wheel, is told apart too. ``--resume`` compares it."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return {"commit": git_info()["commit"], "package_sha256": digest.hexdigest()}
 
 
 def machine_info() -> dict[str, Any]:

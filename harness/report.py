@@ -803,6 +803,11 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
     for warning in results.warnings:
         parts.append(prose(f"WARNING: {warning}"))
     for path, manifest in zip(results.folders, results.manifests, strict=False):
+        for event in manifest.get("events", []):
+            for change in event.get("changed", []):
+                when = event.get("at", "?")
+                parts.append(prose(f"WARNING: {path.name} resumed at {when} after {change}"))
+    for path, manifest in zip(results.folders, results.manifests, strict=False):
         status = manifest.get("status")
         if status is not None and status != "complete":
             parts.append(

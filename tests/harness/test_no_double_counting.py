@@ -182,3 +182,47 @@ def test_environment_variables_are_checked_like_flags(
     line = one_clear_line(err)
     assert code == 2 and expected in line
     assert not root.exists()
+
+
+def _started_with(folder: Path, **changes: object) -> None:
+    """Pretend the folder was started with other code or data: edit its manifest, and drop its
+    last case_end so that there is something left to resume."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest.update(changes)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    last_end = max(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "case_end")
+    del lines[last_end]
+    (folder / "records.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("field", "flag", "said"),
+    [("code", "--allow-code-change", "code changed"), ("data", "--allow-data-change", "data")],
+)
+def test_resume_refuses_changed_code_or_data_unless_allowed_and_reports_it(
+    finished: Path,
+    tiny_suite: Path,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    flag: str,
+    said: str,
+) -> None:
+    manifest = json.loads((finished / "manifest.json").read_text())
+    assert set(manifest["code"]) == {"commit", "package_sha256"}
+    other = (
+        {"commit": "0" * 40, "package_sha256": "f" * 64}
+        if field == "code"
+        else [{"domain": "sinusoid", "source": "another generator"}]
+    )
+    _started_with(finished, **{field: other})
+    records = (finished / "records.jsonl").read_bytes()
+    resume = ["run", str(tiny_suite), "--scale", "smoke", "--resume", str(finished), "--quiet"]
+    code, _, err = run_cli(capsys, *resume)
+    line = one_clear_line(err)
+    assert code == 2 and said in line and flag in line
+    assert (finished / "records.jsonl").read_bytes() == records  # refused: nothing written
+    code, _, err = run_cli(capsys, *resume, flag)
+    assert code == 0, err
+    text = report.render(loaded(finished), 1000)
+    assert "resumed at" in text and said in text
