@@ -18,6 +18,7 @@ cut to ``TERMINAL_WIDTH`` columns (the left-out columns are named); files keep e
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import textwrap
@@ -32,7 +33,7 @@ from tabulate import tabulate
 
 from harness import published
 from harness.checkpoint import select_records
-from harness.stats import summarize, welch
+from harness.stats import BLOCKS, Spread, block_means, paired, summarize, welch
 from harness.store import RunFolder, StoreError, write_json_atomic
 
 RATIO_AXES = ("workers", "epochs", "tasks", "inner_steps")
@@ -362,14 +363,33 @@ def sequential_note(case: CaseResults, cores: Any) -> str:
     return ""
 
 
+def by_seed(case: CaseResults, field: str) -> dict[int, list[float]]:
+    """A timing field of the case's timed runs, per seed, in run order."""
+    out: dict[int, list[float]] = {}
+    for r in sorted(case.runs, key=lambda r: (r["seed"], r["run_index"])):
+        out.setdefault(r["seed"], []).append(r.get(field, math.nan))
+    return out
+
+
+def timing_summary(case: CaseResults, field: str) -> Any:
+    """Mean over all timed runs, with sd and ci95 over block means (``stats.block_means``): the
+    unit of independence is a block of consecutive runs of one case-seed, not a run."""
+    runs = summarize([r.get(field, math.nan) for r in case.runs])
+    blocks = summarize(block_means(by_seed(case, field)))
+    return dataclasses.replace(blocks, n=runs.n, mean=runs.mean)
+
+
 def timing_rows(results: Results) -> list[dict[str, Any]]:
     base = _baseline(results)
     base_mean = summarize([r["wall_s"] for r in base.runs]).mean if base else math.nan
     rows = []
     for case in results.cases.values():
-        wall = summarize([r["wall_s"] for r in case.runs])
-        projected = summarize([r["projected_s"] for r in case.runs])
+        wall = timing_summary(case, "wall_s")
+        spread = Spread.of([r["wall_s"] for r in case.runs])
+        projected = timing_summary(case, "projected_s")
         warm = summarize([r["wall_s"] for r in case.warmups])
+        # tasks per second = tasks done / time taken (a mean of per-run rates favours fast runs)
+        tasks_done = sum(r.get("tasks_per_s", math.nan) * r["wall_s"] for r in case.runs)
         axis, ratio = scaling(case.case, base.case) if base else ("", math.nan)
         rows.append(
             {
@@ -385,12 +405,16 @@ def timing_rows(results: Results) -> list[dict[str, Any]]:
                 "n_runs": wall.n,
                 "wall_s": wall.mean,
                 "wall_ci95_s": wall.ci95,
+                "wall_median_s": spread.median,
+                "wall_iqr_s": spread.iqr,
                 "relative_pct": 100.0 * wall.mean / base_mean if base_mean else math.nan,
                 "warmup_s": warm.mean,
                 "startup_s": summarize(case.startup_s).mean,
                 "projected_s": projected.mean,
                 "projected_ci95_s": projected.ci95,
-                "tasks_per_s": summarize([r.get("tasks_per_s", math.nan) for r in case.runs]).mean,
+                "tasks_per_s": tasks_done / sum(r["wall_s"] for r in case.runs)
+                if case.runs
+                else math.nan,
                 "cpu_s": summarize([r.get("cpu_s", math.nan) for r in case.runs]).mean,
                 "peak_rss_mb": max((r.get("peak_rss_bytes", 0) for r in case.runs), default=0)
                 / 2**20,
@@ -561,6 +585,31 @@ def _final(c: CaseResults, metric: str, after: int) -> list[float]:
     return [v[f"{metric}_by_step"][-1] for v in vals]
 
 
+def _final_by_key(c: CaseResults, metric: str, after: int) -> dict[Any, float]:
+    """The values ``_final`` lists, keyed by what they share with another case: (seed, task
+    index) for one seed, the seed for several."""
+    vals = [v for v in c.validations if v["after_runs"] == after]
+    if len(vals) == 1:
+        return {(vals[0]["seed"], i): x for i, x in enumerate(vals[0][f"{metric}_final_per_task"])}
+    return {v["seed"]: v[f"{metric}_by_step"][-1] for v in vals}
+
+
+def quality_test(case: CaseResults, base: CaseResults, metric: str, after: int) -> Any:
+    """Paired over what both cases share (validation tasks come from the seed's own stream, so
+    one domain and seed give both cases the same tasks: per task with one seed, per seed with
+    several); Welch where the cases' domains differ or the keys do not match. (comparison, name
+    of the test)."""
+    a, b = _final_by_key(case, metric, after), _final_by_key(base, metric, after)
+    same_tasks = case.case.get("domain") == base.case.get("domain") and case.case.get(
+        "domain_params"
+    ) == base.case.get("domain_params")
+    if same_tasks and a.keys() == b.keys() and len(a) >= 2:
+        keys = sorted(a, key=str)
+        unit = "tasks" if isinstance(keys[0], tuple) else "seeds"
+        return paired([a[k] for k in keys], [b[k] for k in keys]), f"paired over {unit}"
+    return welch(_final(case, metric, after), _final(base, metric, after)), "Welch"
+
+
 def comparison_rows(results: Results) -> list[dict[str, Any]]:
     """Each case against the baseline: timing over the runs that did not diverge; quality at the
     last trained checkpoint (after_runs > 0) both have, never for a case or baseline that
@@ -574,7 +623,9 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
     for case in results.cases.values():
         if case is base:
             continue
-        timing = welch([r["wall_s"] for r in case.runs], [r["wall_s"] for r in base.runs])
+        timing = welch(  # over block means: consecutive runs are not independent
+            block_means(by_seed(case, "wall_s")), block_means(by_seed(base, "wall_s"))
+        )
         row: dict[str, Any] = {
             "case": case.case_id,
             "status": case_status(results, case),
@@ -584,6 +635,7 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
             "wall_p": timing.p_value,
             "wall_significant": timing.significant(),
             "at_runs": "-",
+            "quality_test": "-",
             f"{metric}_diff": math.nan,
             f"{metric}_diff_ci95": math.nan,
             f"{metric}_p": math.nan,
@@ -597,10 +649,11 @@ def comparison_rows(results: Results) -> list[dict[str, Any]]:
             trained = {v["after_runs"] for v in case.validations} & base_checkpoints - {0}
             if trained:
                 last = max(trained)
-                quality = welch(_final(case, metric, last), _final(base, metric, last))
+                quality, test = quality_test(case, base, metric, last)
                 row.update(
                     {
                         "at_runs": last,
+                        "quality_test": test,
                         f"{metric}_diff": quality.difference,
                         f"{metric}_diff_ci95": quality.ci95,
                         f"{metric}_p": quality.p_value,
@@ -712,6 +765,8 @@ TIMING_COLUMNS = [
     "n_runs",
     "wall_s",
     "wall_ci95_s",
+    "wall_median_s",
+    "wall_iqr_s",
     "relative_pct",
     "projected_s",
     "startup_s",
@@ -722,6 +777,8 @@ TIMING_COLUMNS = [
 ]
 # least important first: what the terminal loses to fit TERMINAL_WIDTH
 TIMING_DROP = [
+    "wall_iqr_s",
+    "wall_median_s",
     "startup_s",
     "peak_rss_mb",
     "tasks_per_s",
@@ -733,6 +790,7 @@ TIMING_DROP = [
     "notes",
 ]
 COMPARISON_DROP = [
+    "quality_test",
     "baseline",
     "wall_significant",
     "wall_diff_ci95_s",
@@ -848,7 +906,10 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
         prose(
             "\n## Seconds per run (warm-up and diverged runs excluded; mean, ci95; relative to "
             "baseline %)\nprojected_s = dispatch + slowest worker + collect + merge: projected, "
-            "not measured, wall time on a machine with >= W free cores"
+            "not measured, wall time on a machine with >= W free cores. ci95 and timing tests: "
+            f"Student t over the means of {BLOCKS} blocks of consecutive runs per case-seed "
+            "(consecutive runs are not independent); median and IQR over runs; tasks_per_s = "
+            "tasks done / time taken"
         )
     )
     parts.append(table(timing, TIMING_COLUMNS, fmt, width, TIMING_DROP))

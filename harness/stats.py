@@ -9,7 +9,7 @@ intervals were about half as wide as they should have been.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,3 +98,64 @@ def welch(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> C
 
 def t_critical_float(dof: float, confidence: float = 0.95) -> float:
     return float(scipy_stats.t.ppf(0.5 + confidence / 2.0, dof))
+
+
+def paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> Comparison:
+    """Paired t-test of mean(a - b) over matched pairs (the same validation task, or the same
+    seed, in both cases): n - 1 degrees of freedom on the differences."""
+    x = np.asarray(a, np.float64)
+    y = np.asarray(b, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.size} vs {y.size}")
+    d = (x - y)[np.isfinite(x - y)]
+    if d.size < 2:
+        return Comparison(float(d.mean()) if d.size else math.nan, math.nan, math.nan, math.nan)
+    diff = float(d.mean())
+    se = float(d.std(ddof=1)) / math.sqrt(d.size)
+    dof = d.size - 1
+    if se == 0.0:
+        return Comparison(diff, 0.0, 0.0 if diff else 1.0, float(dof))
+    p = float(2.0 * scipy_stats.t.sf(abs(diff / se), dof))
+    return Comparison(diff, t_critical(dof) * se, p, float(dof))
+
+
+# Consecutive runs of one process are not independent (caches, frequency, a neighbour's load
+# drift together), so timing intervals and tests use the means of BLOCKS consecutive blocks of
+# each case-seed's runs (the batch-means method of simulation output analysis) as their units.
+BLOCKS = 10
+
+
+def block_means(runs_by_seed: Mapping[int, Sequence[float]], blocks: int = BLOCKS) -> list[float]:
+    """Per seed, the runs (in run order) cut into ``blocks`` consecutive blocks of (nearly)
+    equal size, and each block's mean; fewer blocks where a seed has fewer runs."""
+    means = []
+    for values in runs_by_seed.values():
+        data = np.asarray(values, np.float64)
+        data = data[np.isfinite(data)]
+        if data.size == 0:
+            continue
+        for part in np.array_split(data, min(blocks, data.size)):
+            means.append(float(part.mean()))
+    return means
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and interquartile range: what heavy-tailed timings look like beside their mean."""
+
+    median: float
+    q25: float
+    q75: float
+
+    @classmethod
+    def of(cls, values: Sequence[float] | np.ndarray) -> Spread:
+        data = np.asarray(values, np.float64)
+        data = data[np.isfinite(data)]
+        if data.size == 0:
+            return cls(math.nan, math.nan, math.nan)
+        q25, median, q75 = np.percentile(data, [25, 50, 75])
+        return cls(float(median), float(q25), float(q75))
+
+    @property
+    def iqr(self) -> float:
+        return self.q75 - self.q25

@@ -9,9 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from harness import cli, report
+from harness import cli, report, stats
+from harness.stats import summarize
 from harness.store import RunFolder, StoreError
 
 BASE = "w1-e1-t4-sum-o2"
@@ -366,3 +368,48 @@ def test_quality_plot_legend_says_ci95(diverged: report.Results, tmp_path: Path)
         "tiny-smoke-timing.png",
         "tiny-smoke-quality-vs-wall.png",  # no [target] in the manifest: no time-to-target plot
     ]
+
+
+def test_timing_rows_use_blocks_median_and_tasks_over_time(tmp_path: Path) -> None:
+    """Issue 19: tasks_per_s is tasks done / time taken (not a mean of per-run rates), the median
+    and IQR stand beside the mean, and ci95 comes from block means; quality comparisons between
+    cases on one domain are paired over the seeds they share."""
+    folder = make_folder(tmp_path, [BASE, W2])
+    for seed in (0, 1):
+        write_case_seed(folder, BASE, seed, runs=20)
+        write_case_seed(folder, W2, seed, workers=2, runs=20, final_loss=0.9)
+    results = load_one(folder)
+    rows = {r["case"]: r for r in report.timing_rows(results)}
+    walls = [r["wall_s"] for r in results.cases[BASE].runs]
+    assert rows[BASE]["tasks_per_s"] == pytest.approx(400.0)  # every run: 400 tasks/s
+    assert rows[BASE]["wall_median_s"] == pytest.approx(float(np.median(walls)))
+    seeds = {0: walls[:20], 1: walls[20:]}
+    blocks = summarize(stats.block_means(seeds))
+    assert rows[BASE]["wall_ci95_s"] == pytest.approx(blocks.ci95)
+    assert rows[BASE]["wall_s"] == pytest.approx(float(np.mean(walls)))
+    (comparison,) = report.comparison_rows(results)
+    assert comparison["quality_test"] == "paired over seeds"
+
+
+def test_tasks_per_s_is_not_a_mean_of_rates(tmp_path: Path) -> None:
+    """Two runs of 10 tasks, 5 ms and 15 ms: 20 tasks / 20 ms = 1000 tasks/s; the mean of the
+    per-run rates (2000 and 667) would say 1333."""
+    folder = make_folder(tmp_path, [BASE])
+    base = {"case_id": BASE, "seed": 0, "attempt": 0}
+    folder.append({**base, "kind": "case_start", "case": case_config()})
+    for index, wall in enumerate((0.005, 0.005, 0.015)):  # the first is the warm-up
+        folder.append(
+            {
+                **base,
+                "kind": "run",
+                "run_index": index,
+                "warmup": index == 0,
+                "wall_s": wall,
+                "projected_s": wall,
+                "tasks_per_s": 10 / wall,
+                "loss_sum": 1.0,
+                "diverged": False,
+            }
+        )
+    (row,) = report.timing_rows(load_one(folder))
+    assert row["tasks_per_s"] == pytest.approx(1000.0)

@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 from scipy.stats import t, ttest_ind
 
+from harness import stats
 from harness.stats import summarize, t_critical, welch
 
 
@@ -50,3 +52,44 @@ def test_welch_exact() -> None:
     assert t_critical(3) * se < c.ci95 < t_critical(2) * se  # dof ~2.94, between 2 and 3
     assert not c.significant()
     assert welch([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 1.9, 2.0]).significant()
+
+
+def test_paired_test_exact_and_stronger_than_welch_on_shared_tasks() -> None:
+    """Two cases on the same validation tasks: the task-to-task spread is shared, so the paired
+    test sees a small consistent gain that Welch misses. Hand-computed: differences
+    [0.1, 0.2, 0.1, 0.2], mean 0.15, sd 0.0577, se 0.02887, t(3) = 3.182."""
+    base = np.array([0.2, 0.9, 0.4, 0.7])
+    case = base + np.array([0.1, 0.2, 0.1, 0.2])
+    result = stats.paired(case, base)
+    assert result.difference == pytest.approx(0.15)
+    assert result.ci95 == pytest.approx(3.182446 * 0.0288675, rel=1e-5)
+    assert result.dof == 3
+    assert result.p_value == pytest.approx(0.013847, rel=1e-4)  # t = 5.196, 3 dof
+    assert stats.welch(case, base).p_value > 0.5
+    with pytest.raises(ValueError, match="length"):
+        stats.paired([1.0, 2.0], [1.0])
+
+
+def test_block_means_cut_each_seed_in_order() -> None:
+    runs = {0: list(range(20)), 1: [1.0, 3.0, np.nan]}
+    means = stats.block_means(runs, blocks=4)
+    assert means[:4] == [2.0, 7.0, 12.0, 17.0]  # 5 consecutive runs each
+    assert means[4:] == [1.0, 3.0]  # fewer runs than blocks: one per block, NaN dropped
+
+
+def test_autocorrelated_timings_do_not_make_certainty() -> None:
+    """600 runs that drift slowly (a neighbour's load), the same in two cases: per-run Welch
+    calls a difference certain, block means do not (the issue's p = 1e-309)."""
+    rng = np.random.default_rng(0)
+    drift = np.repeat(rng.normal(0.0, 1.0, 12), 50)  # 12 slow phases of 50 runs
+    a = 10.0 + drift + rng.normal(0.0, 0.05, 600)
+    b = 10.0 + drift[::-1] + rng.normal(0.0, 0.05, 600)
+    per_run = stats.welch(a, b)
+    blocks = stats.welch(stats.block_means({0: a}), stats.block_means({0: b}))
+    assert per_run.ci95 < blocks.ci95 / 3
+    assert blocks.p_value > 0.01
+
+
+def test_spread_is_median_and_iqr() -> None:
+    spread = stats.Spread.of([1.0, 2.0, 3.0, 4.0, 100.0, np.nan])
+    assert spread.median == 3.0 and spread.q25 == 2.0 and spread.q75 == 4.0 and spread.iqr == 2.0
