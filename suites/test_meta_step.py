@@ -256,7 +256,12 @@ def test_warmup(
         warmups[state] = time.perf_counter() - start
         assert maml.layout is not None
         layouts[state] = maml.layout.as_record()
-    assert layouts["cached"]["why"].startswith("cached") or layouts["search"]["why"] != "measured"
+    # the second process reuses the cache (re-checked), or searched again because the re-check
+    # lost (a busy machine), or had nothing cached to reuse
+    again = layouts["cached"]["why"]
+    assert again.startswith("cached") or "searched again" in again or (
+        layouts["search"]["why"] != "measured"
+    )
     benchmark.group = "warm-up, omniglot_5w1s"
     benchmark.pedantic(step, rounds=2, iterations=1)
     benchmark.extra_info.update(

@@ -173,6 +173,8 @@ def test_choice_is_measured_then_cached_then_forced(
 ) -> None:
     # a few candidates (a quicker test), with room for a busy machine
     monkeypatch.setattr(layouts, "SEARCH_BUDGET_S", 10.0)
+    # a busy machine would make the choice provisional (tested on its own above)
+    monkeypatch.setattr(layouts, "OTHERS_BUSY_LIMIT", 1.01)
     cfg = MamlConfig(alpha=0.1, order=1, loss="xent")
     params = [tf.constant(w) for w in NET.init(0)]
     tasks = _tasks(3)
