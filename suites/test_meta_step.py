@@ -259,8 +259,10 @@ def test_warmup(
     # the second process reuses the cache (re-checked), or searched again because the re-check
     # lost (a busy machine), or had nothing cached to reuse
     again = layouts["cached"]["why"]
-    assert again.startswith("cached") or "searched again" in again or (
-        layouts["search"]["why"] != "measured"
+    assert (
+        again.startswith("cached")
+        or "searched again" in again
+        or (layouts["search"]["why"] != "measured")
     )
     benchmark.group = "warm-up, omniglot_5w1s"
     benchmark.pedantic(step, rounds=2, iterations=1)
