@@ -27,8 +27,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--suite",
         action="append",
         default=[],
-        help="only these suites (repeatable; default: all under suites/)",
+        help="only these suites' cases (repeatable; default: every suite under suites/ and the "
+        "micro-benchmarks beside them, which --suite leaves out)",
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--suite NAME`` asks for that suite's cases: the micro-benchmarks (meta step, backend
+    overhead, machine peak, ...), which belong to no suite, are deselected, as pytest's ``-k``
+    would, and counted as such."""
+    if not config.getoption("--suite"):
+        return
+    keep = [item for item in items if "suite_case" in getattr(item, "fixturenames", ())]
+    dropped = [item for item in items if item not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
