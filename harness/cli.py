@@ -365,8 +365,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         textwrap.fill(
             "est.: setup + warm-up + runs x median run time + validations, per seed (s, m, h), "
             "from the "
-            f"records of earlier runs of the same case configurations under {where}; '+': some "
-            "cases have no records (a lower bound); '-': none have. `plan` calibrates the rest.",
+            f"records of earlier runs of the same case configurations under {where}, measured on "
+            "this CPU model where there are any; '*': some come from another CPU model (`plan` "
+            "names it); '+': some cases have no records (a lower bound); '-': none have. `plan` "
+            "calibrates the rest.",
             LIST_WIDTH,
         )
     )
@@ -387,7 +389,8 @@ def _list_estimate(suite: Suite, roots: list[Path]) -> str:
         if case.case_id in known
     )
     partial = "+" if len(known) < len(suite.cases) else ""
-    return plan.duration(total, compact=True) + partial
+    elsewhere = "*" if any(not f.get("same_machine", True) for _, f in known.values()) else ""
+    return plan.duration(total, compact=True) + partial + elsewhere
 
 
 def cmd_report(args: argparse.Namespace) -> int:

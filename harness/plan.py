@@ -98,7 +98,12 @@ def from_records(runs: list[dict[str, Any]], starts: list[dict[str, Any]],
 
 
 def history(suite: Suite, roots: list[Path]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """case id -> (folder, measured figures) from earlier results of the same configurations."""
+    """case id -> (folder, measured figures) from earlier results of the same configurations,
+    preferring records measured on a CPU of this machine's model; the figures say which
+    (``cpu_model``, ``same_machine``), so an estimate from another machine can say so."""
+    from harness.machine import cpu_model
+
+    here = cpu_model()
     wanted = {c.config_hash(): c for c in suite.cases}
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for root in roots:
@@ -107,6 +112,7 @@ def history(suite: Suite, roots: list[Path]) -> dict[str, tuple[str, dict[str, A
         for folder in find_folders([root]):
             try:
                 records = folder.records()
+                measured_on = str(folder.manifest().get("machine", {}).get("cpu_model", "?"))
             except StoreError:
                 continue
             by_hash: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -116,10 +122,18 @@ def history(suite: Suite, roots: list[Path]) -> dict[str, tuple[str, dict[str, A
                     by_hash.setdefault(h, {}).setdefault(r["kind"], []).append(r)
             for h, kinds in by_hash.items():
                 case = wanted[h]
-                figures = from_records(
+                measured = from_records(
                     kinds.get("run", []), kinds.get("case_start", []), kinds.get("validation", [])
                 )
-                if figures is not None:
+                if measured is None:
+                    continue
+                figures: dict[str, Any] = {
+                    **measured,
+                    "cpu_model": measured_on,
+                    "same_machine": measured_on == here,
+                }
+                earlier = found.get(case.case_id)
+                if earlier is None or figures["same_machine"] or not earlier[1]["same_machine"]:
                     found[case.case_id] = (str(folder.path), figures)
     return found
 
@@ -168,6 +182,8 @@ def estimate(
         if case.case_id in known:
             folder, figures = known[case.case_id]
             source = f"records: {Path(folder).name}"
+            if not figures.get("same_machine", True):
+                source += f" (another machine: {figures.get('cpu_model', '?')})"
         else:
             figures = calibrate(suite, case, calibrate_runs)
             source = f"calibrated: {calibrate_runs} runs"

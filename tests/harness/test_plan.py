@@ -49,6 +49,30 @@ def test_estimate_uses_the_records_of_the_same_cases(
     assert max(len(line) for line in out.splitlines()) <= 100
 
 
+def test_estimates_prefer_this_machine_and_name_another(tiny_suite: Path, tmp_path: Path) -> None:
+    """Issue 19: records from another CPU model are used only where this one has none, and the
+    estimate says so; `list` marks such an estimate with '*'."""
+    import json
+
+    roots = []
+    for name, cpu in (("other", "Some Other CPU 9000"), ("here", None)):
+        root = tmp_path / name
+        assert cli.main(["run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(root),
+                         "--quiet"]) == 0  # fmt: skip
+        if cpu:
+            (manifest_path,) = root.glob("tiny/smoke-*/manifest.json")
+            manifest = json.loads(manifest_path.read_text())
+            manifest["machine"]["cpu_model"] = cpu
+            manifest_path.write_text(json.dumps(manifest))
+        roots.append(root)
+    suite = load_suite(tiny_suite, "smoke")
+    (other,) = {e.source for e in plan.estimate(suite, cores=2, roots=roots[:1])}
+    assert "another machine: Some Other CPU 9000" in other
+    both = plan.estimate(suite, cores=2, roots=roots)
+    assert all("another machine" not in e.source for e in both)
+    assert cli._list_estimate(suite, [roots[0].parent / "other"]).endswith("*")
+
+
 def test_estimate_calibrates_cases_without_records(tiny_suite: Path, tmp_path: Path) -> None:
     suite = load_suite(tiny_suite, "smoke")
     (first, second) = plan.estimate(suite, cores=1, roots=[tmp_path / "none"], calibrate_runs=1)
