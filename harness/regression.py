@@ -155,6 +155,24 @@ def _ratios(path: Path, name: str, entry: object) -> list[float]:
     return [float(v) for v in values]
 
 
+def baseline_machine_line(path: Path) -> str:
+    """Where the baseline was measured, against this machine: a ratio to a calibration job
+    carries across speeds of one CPU model, less surely across models (other kernels, ISA)."""
+    from harness.machine import cpu_model
+
+    try:
+        then = str(json.loads(path.read_text()).get("machine", {}).get("cpu_model", "?"))
+    except (OSError, ValueError, AttributeError):
+        then = "?"
+    here = cpu_model()
+    if then == here:
+        return f"baseline measured on this CPU model ({here})"
+    return (
+        f"NOTE: baseline measured on another CPU model ({then}; this machine: {here}): the "
+        "ratios carry over only as far as both CPUs run the kernels alike"
+    )
+
+
 def load_baseline(path: Path) -> dict[str, list[float]]:
     """The baseline's ratios per workload, or a one-line StoreError naming the file and what is
     wrong (checked before anything is measured, so a bad file fails in a second)."""
@@ -485,11 +503,16 @@ def check(path: Path, update: bool, threshold: float, samples: int) -> int:
     print(
         tabulate(
             rows,
-            ["round", "workload", "baseline (median)", "now (median)", "change", "p", "verdict"],
+            ["round", "workload", "baseline ratio", "now ratio", "change", "p", "verdict"],
         )
+    )
+    print(
+        "ratio: the workload's tasks/s over its calibration job's (same TensorFlow ops on shared "
+        "weights), interleaved pairs, median; unitless, so it carries across machine speeds"
     )
     for name, d in measured.items():
         print(f"{name}: {summarize(d['tasks_per_s']).format(1)} tasks/s on this machine")
+    print(baseline_machine_line(path))
     print(describe_load(load))
     if regressed:
         print(

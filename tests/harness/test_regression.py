@@ -190,3 +190,15 @@ def test_end_to_end_baseline_then_pass_then_injected_regression(tmp_path: Path) 
     assert "throughput regression in" in slowed.stderr and "in each of 3 rounds" in slowed.stderr
     # at least one workload: under heavy load the sinusoid ratio can miss a round (README there)
     assert "REGRESSION" in slowed.stdout
+
+
+def test_the_gate_says_when_its_baseline_comes_from_another_cpu(tmp_path: Path) -> None:
+    from harness import regression
+    from harness.machine import cpu_model
+
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"machine": {"cpu_model": cpu_model()}}))
+    assert "this CPU model" in regression.baseline_machine_line(path)
+    path.write_text(json.dumps({"machine": {"cpu_model": "Some Other CPU 9000"}}))
+    line = regression.baseline_machine_line(path)
+    assert line.startswith("NOTE: baseline measured on another CPU model (Some Other CPU 9000")
