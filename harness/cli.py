@@ -418,6 +418,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness import compare
+
+    folders = []
+    for path in (args.a, args.b):
+        if not (Path(path) / "manifest.json").is_file():
+            raise StoreError(f"{path}: not a results folder (no manifest.json)")
+        folders.append(RunFolder(Path(path)))
+    text = compare.render(folders[0], folders[1])
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"\nwritten: {args.out}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.regression import check
 
@@ -596,6 +612,16 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--extrapolate", type=int, default=1000, metavar="N")
     rep.add_argument("--wide", action="store_true", help=WIDE_HELP)
     rep.set_defaults(func=cmd_report)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        parents=[common],
+        help="two result folders of one suite side by side: what differs, time and quality",
+    )
+    cmp_.add_argument("a", help="results folder A (the reference)")
+    cmp_.add_argument("b", help="results folder B")
+    cmp_.add_argument("--out", help="also write the comparison to this file")
+    cmp_.set_defaults(func=cmd_compare)
 
     chk = sub.add_parser(
         "check", parents=[common], help="throughput regression gate against a committed baseline"
