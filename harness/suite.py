@@ -497,7 +497,7 @@ def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = Tr
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise _fail(path, "labels", "must be a list of strings")
     _check_domains(path, scale, cases)
-    return Suite(
+    suite = Suite(
         name=data["name"],
         description=data["description"],
         path=path,
@@ -509,6 +509,32 @@ def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = Tr
         published=_published(path, data, scale, set(ids)) if published else (),
         target=_target(path, data, preset, scale) if published else None,
     )
+    _check_metrics(suite)
+    return suite
+
+
+def _check_metrics(suite: Suite) -> None:
+    """A published row or a target on accuracy needs a classification domain: a regression
+    domain (loss kind "mse") has no accuracy, and comparing with it would print "ours 0"."""
+    from dmaml_core.tasks import make_domain
+
+    kinds = {make_domain(c.domain, **c.params()).loss for c in suite.cases}
+    if "xent" in kinds:
+        return
+    for i, row in enumerate(suite.published):
+        if row.metric == "accuracy":
+            raise _fail(
+                suite.path,
+                f"published[{i}].metric",
+                f"'accuracy' on the {suite.cases[0].domain} domain, which has no accuracy "
+                "(a regression: use 'loss')",
+            )
+    if suite.target is not None and suite.target.metric == "accuracy":
+        raise _fail(
+            suite.path,
+            "target.metric",
+            f"'accuracy' on the {suite.cases[0].domain} domain, which has no accuracy (use 'loss')",
+        )
 
 
 def _number(value: Any) -> bool:

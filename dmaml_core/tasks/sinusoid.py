@@ -15,6 +15,11 @@ if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without i
     from dmaml_core.models import MLP
 
 
+# Points per task: 100,000 is far past any paper's K (5-20) and keeps a validation set of a
+# thousand tasks under a gigabyte.
+MAX_POINTS = 100_000
+
+
 @dataclass(frozen=True)
 class Sinusoid:
     k_support: int = 10
@@ -39,6 +44,13 @@ class Sinusoid:
             raise ValueError(
                 f"validation_k_support must be >= 1 (or absent), got {self.validation_k_support}"
             )
+        for name in ("k_support", "k_query", "validation_k_support"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_POINTS:
+                raise ValueError(
+                    f"{name} = {value} is above {MAX_POINTS:,} points per task (a typo would "
+                    "otherwise fail with an out-of-memory error only after the sweep started)"
+                )
 
     def model(self) -> MLP:
         from dmaml_core.models import MLP

@@ -226,3 +226,37 @@ def test_resume_refuses_changed_code_or_data_unless_allowed_and_reports_it(
     assert code == 0, err
     text = report.render(loaded(finished), 1000)
     assert "resumed at" in text and said in text
+
+
+def test_a_huge_validation_k_support_is_refused_at_dry_run(
+    tiny_suite: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny_suite.write_text(
+        tiny_suite.read_text().replace(
+            'name = "sinusoid"', 'name = "sinusoid"\nvalidation_k_support = 1000000000'
+        )
+    )
+    code, _, err = run_cli(capsys, "run", str(tiny_suite), "--scale", "smoke", "--dry-run")
+    line = one_clear_line(err)
+    assert code == 2 and "validation_k_support" in line and "100,000" in line
+
+
+@pytest.mark.parametrize(
+    ("table", "field"),
+    [
+        (
+            '[[published]]\nsource = "x"\ncase = "w1-e1-t4-sum-o2"\nmetric = "accuracy"\n'
+            "after_runs = 4\nvalue = 0.9\n",
+            "published[0].metric",
+        ),
+        ('[target]\nmetric = "accuracy"\nvalue = 0.9\n', "target.metric"),
+    ],
+)
+def test_accuracy_on_a_regression_domain_is_refused_at_dry_run(
+    tiny_suite: Path, capsys: pytest.CaptureFixture[str], table: str, field: str
+) -> None:
+    text = tiny_suite.read_text()
+    tiny_suite.write_text(text.replace("[domain]", table + "[domain]", 1))
+    code, _, err = run_cli(capsys, "run", str(tiny_suite), "--scale", "smoke", "--dry-run")
+    line = one_clear_line(err)
+    assert code == 2 and field in line and "no accuracy" in line
