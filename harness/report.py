@@ -239,10 +239,19 @@ def load(folders: list[RunFolder]) -> list[Results]:
                     f"{case_seed[1]} (pooling would count that seed twice)"
                 )
         latest: dict[tuple[str, int], int] = {}
+        early = 0
         for r in records:
             if r["kind"] == "case_start":
                 latest[(r["case_id"], r["seed"])] = r.get("attempt", 0)
-        for r in records:
+            elif (r["case_id"], r["seed"]) not in latest and r["kind"] != "case_resume":
+                early += 1
+        if early:
+            results.warnings.append(
+                f"{early} record(s) came before their case_start in {folder.records_path}; "
+                "counted with their case and seed"
+            )
+        # every case_start first (a stable sort), so a record written out of order is not lost
+        for r in sorted(records, key=lambda r: r["kind"] != "case_start"):
             seed_key = (r["case_id"], r["seed"])
             if latest.get(seed_key) != r.get("attempt", 0):
                 continue

@@ -260,3 +260,15 @@ def test_accuracy_on_a_regression_domain_is_refused_at_dry_run(
     code, _, err = run_cli(capsys, "run", str(tiny_suite), "--scale", "smoke", "--dry-run")
     line = one_clear_line(err)
     assert code == 2 and field in line and "no accuracy" in line
+
+
+def test_a_record_before_its_case_start_is_counted_and_named(finished: Path) -> None:
+    before = loaded(finished)
+    lines = (finished / "records.jsonl").read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "validation")
+    moved = [lines[i], *lines[:i], *lines[i + 1 :]]  # a validation above everything
+    (finished / "records.jsonl").write_text("\n".join(moved) + "\n")
+    after = loaded(finished)
+    for case_id, case in before.cases.items():
+        assert len(after.cases[case_id].validations) == len(case.validations)
+    assert any("before their case_start" in w for w in after.warnings)
