@@ -197,7 +197,9 @@ def _stored_signature(manifest: dict[str, Any]) -> dict[str, Any]:
     if "signature" in manifest:
         return dict(manifest["signature"])
     plan = dict(manifest.get("plan", {}))
-    return {**plan, "baseline": manifest.get("baseline"), "cases": None}
+    # no configuration hashes: the case ids are compared, their configurations cannot be
+    cases = {case_id: None for case_id in manifest.get("cases", [])}
+    return {**plan, "baseline": manifest.get("baseline"), "cases": cases}
 
 
 def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:

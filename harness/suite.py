@@ -236,7 +236,11 @@ def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     old_cases, new_cases = old.get("cases", {}), new.get("cases", {})
     added = sorted(set(new_cases) - set(old_cases))
     removed = sorted(set(old_cases) - set(new_cases))
-    changed = sorted(c for c in set(old_cases) & set(new_cases) if old_cases[c] != new_cases[c])
+    changed = sorted(
+        c
+        for c in set(old_cases) & set(new_cases)
+        if old_cases[c] is not None and old_cases[c] != new_cases[c]  # None: not recorded
+    )
     for what, ids in (("added", added), ("removed", removed), ("changed", changed)):
         if ids:
             changes.append(f"case(s) {what}: {', '.join(ids)}")

@@ -272,3 +272,17 @@ def test_a_record_before_its_case_start_is_counted_and_named(finished: Path) -> 
     for case_id, case in before.cases.items():
         assert len(after.cases[case_id].validations) == len(case.validations)
     assert any("before their case_start" in w for w in after.warnings)
+
+
+def test_resume_of_a_manifest_without_signature_is_not_an_internal_error(
+    finished: Path, tiny_suite: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Folders written before signatures existed are compared on plan and case ids."""
+    manifest = json.loads((finished / "manifest.json").read_text())
+    del manifest["signature"]
+    (finished / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli(
+        capsys, "run", str(tiny_suite), "--scale", "smoke", "--resume", str(finished), "--quiet"
+    )
+    assert "internal error" not in err and "Traceback" not in err
+    assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), err
