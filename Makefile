@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/python -m pip install --quiet -e ".[test,rl]"
 	touch $(STAMP)
 
-run: $(STAMP)  ## the main job: sinusoid DMAML, 1 vs 4 workers (about a minute)
+run: $(STAMP)  ## the main job: sinusoid DMAML, 1 vs 4 workers, 2 seeds, 300 runs each (quick scale)
 	$(BIN)/python -m harness run
 
 # the same commands as tox.ini's [testenv] (tests/test_packaging.py checks that they agree)
