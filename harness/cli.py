@@ -391,7 +391,7 @@ def _list_estimate(suite: Suite, roots: list[Path]) -> str:
         if case.case_id in known
     )
     partial = "+" if len(known) < len(suite.cases) else ""
-    elsewhere = "*" if any(not f.get("same_machine", True) for _, f in known.values()) else ""
+    elsewhere = "*" if any(f.get("same_machine") is False for _, f in known.values()) else ""
     return plan.duration(total, compact=True) + partial + elsewhere
 
 

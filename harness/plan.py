@@ -130,10 +130,12 @@ def history(suite: Suite, roots: list[Path]) -> dict[str, tuple[str, dict[str, A
                 figures: dict[str, Any] = {
                     **measured,
                     "cpu_model": measured_on,
-                    "same_machine": measured_on == here,
+                    # None: the folder does not say (older manifests); not called "another"
+                    "same_machine": None if measured_on == "?" else measured_on == here,
                 }
                 earlier = found.get(case.case_id)
-                if earlier is None or figures["same_machine"] or not earlier[1]["same_machine"]:
+                elsewhere = earlier is not None and earlier[1]["same_machine"] is False
+                if earlier is None or figures["same_machine"] or elsewhere:
                     found[case.case_id] = (str(folder.path), figures)
     return found
 
@@ -182,7 +184,7 @@ def estimate(
         if case.case_id in known:
             folder, figures = known[case.case_id]
             source = f"records: {Path(folder).name}"
-            if not figures.get("same_machine", True):
+            if figures.get("same_machine") is False:
                 source += f" (another machine: {figures.get('cpu_model', '?')})"
         else:
             figures = calibrate(suite, case, calibrate_runs)

@@ -216,26 +216,49 @@ def _seed_time(
     runs: dict[int, dict[str, Any]],
     metric: str,
     target: float,
+    shift: float = 0.0,
 ) -> dict[str, float] | None:
-    """When one seed first reached the target (None: not reached at any checkpoint)."""
+    """When one seed first reached the target (None: not reached at any checkpoint), linearly
+    interpolated between checkpoints. ``shift`` moves every checkpoint's value by that many of
+    its ci95 over validation tasks in the favourable direction (+1: the earliest crossing the
+    checkpoints' uncertainty allows; -1: the latest)."""
+    up = 1.0 if metric == "accuracy" else -1.0
     reached = (lambda m: m >= target) if metric == "accuracy" else (lambda m: m <= target)
-    points = sorted((v["after_runs"], _final(v, metric)) for v in validations)
-    for i, (after, value) in enumerate(points):
-        if not reached(value):
+
+    def value(v: dict[str, Any]) -> float:
+        if not shift:
+            return _final(v, metric)
+        tasks = summarize(v[f"{metric}_final_per_task"])
+        ci = 0.0 if math.isnan(tasks.ci95) else tasks.ci95
+        return _final(v, metric) + shift * up * ci
+
+    points = sorted((v["after_runs"], value(v)) for v in validations)
+    for i, (after, reached_value) in enumerate(points):
+        if not reached(reached_value):
             continue
         wall = cumulative(runs, after, "wall_s")
         projected = cumulative(runs, after, "projected_s")
+        first = after > 0 and (i == 0 or points[i - 1][0] == 0)  # the first checkpoint after 0
         out = {"runs": float(after), "wall_s": wall, "projected_s": projected,
-               "checkpoint_runs": float(after), "checkpoint_wall_s": wall}  # fmt: skip
+               "checkpoint_runs": float(after), "checkpoint_wall_s": wall,
+               "first_checkpoint": float(first)}  # fmt: skip
         if i > 0:
             before, previous = points[i - 1]
-            frac = (target - previous) / (value - previous) if value != previous else 1.0
+            diff = reached_value - previous
+            frac = (target - previous) / diff if diff else 1.0
             for key, at in (("wall_s", "wall_s"), ("projected_s", "projected_s")):
                 start = cumulative(runs, before, at)
                 out[key] = start + frac * (out[key] - start)
             out["runs"] = before + frac * (after - before)
         return out
     return None
+
+
+def _range_text(earliest: dict[str, float] | None, latest: dict[str, float] | None) -> str:
+    if earliest is None:
+        return "not reached even at the checkpoints' upper ci95"
+    late = "not reached" if latest is None else f"{latest['wall_s']:.3g} s"
+    return f"between {earliest['wall_s']:.3g} s and {late}"
 
 
 def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
@@ -261,7 +284,16 @@ def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
             "W": case.case["workers"],
             "seen_tasks_per_run": _seen(case.case),
             "reached": f"{len(times)}/{len(by_seed)} seeds",
+            "wall_range": "-",
         }
+        if len(by_seed) == 1:  # one seed: no ci over seeds; the checkpoints' ci95 bound it
+            ((seed, vals),) = by_seed.items()
+            runs = per_seed.get(seed, {})
+            early = _seed_time(vals, runs, metric, value, shift=1.0)
+            late = _seed_time(vals, runs, metric, value, shift=-1.0)
+            row["wall_range"] = _range_text(early, late)
+            row["_earliest_s"] = math.inf if early is None else early["wall_s"]
+            row["_latest_s"] = math.inf if late is None else late["wall_s"]
         numbers = ("runs", "wall_s", "projected_s", "checkpoint_runs", "checkpoint_wall_s")
         for key in numbers:
             s = summarize([t[key] for t in times])
@@ -276,11 +308,37 @@ def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
             row["reached"] = "not reached" + (f" (best {best:.3g})" if finals else "")
         elif len(times) < len(by_seed):
             notes.append(f"mean of the {len(times)} seeds reaching it")
+        if any(t["first_checkpoint"] for t in times):
+            notes.append(
+                "past the target at the first checkpoint after run 0: the time is interpolated "
+                "from run 0 (an upper bound; add earlier checkpoints to resolve it)"
+            )
         if case.divergences:
             notes.append("diverged in " + ", ".join(f"seed {s}" for s in sorted(case.divergences)))
         row["notes"] = "; ".join(notes)
         rows.append(row)
+    _resolve_against_baseline(rows, results.baseline)
+    for row in rows:
+        row.pop("_earliest_s", None)
+        row.pop("_latest_s", None)
     return rows
+
+
+def _resolve_against_baseline(rows: list[dict[str, Any]], baseline: str) -> None:
+    """With one seed, whether a case's crossing interval is apart from the baseline's: "sooner"
+    or "later" when the intervals do not overlap, "not resolved" when they do."""
+    base = next((r for r in rows if r["case"] == baseline and "_earliest_s" in r), None)
+    for row in rows:
+        if base is None or row is base or "_earliest_s" not in row:
+            continue
+        if math.isinf(row["_earliest_s"]) and math.isinf(base["_earliest_s"]):
+            row["vs_baseline"] = "neither reached"
+        elif row["_latest_s"] < base["_earliest_s"]:
+            row["vs_baseline"] = "sooner"
+        elif row["_earliest_s"] > base["_latest_s"]:
+            row["vs_baseline"] = "later"
+        else:
+            row["vs_baseline"] = "not resolved"
 
 
 def _seen(case: dict[str, Any]) -> int:

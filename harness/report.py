@@ -1001,13 +1001,16 @@ def _paper_sections(results: Results, fmt: str, width: int | None, prose: Any) -
                 "mean ± ci95 over seeds)\nwall_s: measured, warm-up + timed runs up to the "
                 "target, validation excluded; projected_s: PROJECTED for >= W free cores, not "
                 f"measured; runs: runs done at the target. Interpolated: {published.INTERPOLATION}"
+                ". With one seed, wall_range is the earliest and latest crossing that the "
+                "checkpoints' ci95 over validation tasks allow, and vs_baseline says whether it is "
+                "apart from the baseline's ('not resolved' where the ranges overlap)."
             )
         )
         cols = ["case", "W", "seen_tasks_per_run", "reached", "runs", "wall_s", "wall_ci95_s",
-                "projected_s", "projected_ci95_s", "checkpoint_runs", "checkpoint_wall_s",
-                "notes"]  # fmt: skip
+                "wall_range", "vs_baseline", "projected_s", "projected_ci95_s",
+                "checkpoint_runs", "checkpoint_wall_s", "notes"]  # fmt: skip
         drop = ["checkpoint_runs", "checkpoint_wall_s", "seen_tasks_per_run", "projected_ci95_s",
-                "runs"]  # fmt: skip
+                "runs", "notes", "wall_ci95_s", "vs_baseline"]  # fmt: skip
         parts.append(table(rows, cols, fmt, width, drop))
     elif results.cases:
         parts.append(prose("\ntime to target: the suite sets no [target]"))

@@ -316,6 +316,36 @@ def test_a_diverged_case_is_named_not_compared(tmp_path: Path) -> None:
     assert published.published_rows(results)[0]["verdict"] == "diverged in 1/1 seeds"
     (row,) = published.time_to_target_rows(results)
     # reached at checkpoint 2, before the divergence: counted, and the divergence noted
-    assert row["reached"] == "1/1 seeds" and row["notes"] == "diverged in seed 0"
+    assert row["reached"] == "1/1 seeds" and row["notes"].endswith("diverged in seed 0")
+    assert "first checkpoint after run 0" in row["notes"]  # 0.7 at 2 runs: past 0.8 already
     paper, honest = published.paper_tables(results, "loss")
     assert paper[0]["4 runs"] == honest[0]["4 runs"] == "diverged in 1/1 seeds"
+
+
+def test_one_seed_time_to_target_is_a_range_from_the_checkpoints_ci(
+    results: report.Results,
+) -> None:
+    """Issue 19: W2 ran one seed. Its checkpoints' ci95 over the 3 validation tasks is
+    4.303 x 0.1 / sqrt(3) = 0.248: optimistically loss 1.252 at 2 runs and 0.652 at 4 (crossing
+    0.8 at fraction 0.7533 of the way, 2.0 s + 0.7533 x 2.0 s), pessimistically 1.148 at 4 runs:
+    not reached."""
+    rows = {r["case"]: r for r in published.time_to_target_rows(results)}
+    ci = T95_2 * 0.1 / math.sqrt(3)
+    fraction = (0.8 - (1.5 - ci)) / ((0.9 - ci) - (1.5 - ci))
+    assert rows[W2]["wall_range"] == f"between {2.0 + fraction * 2.0:.3g} s and not reached"
+    assert rows[W1]["wall_range"] == "-"  # three seeds: ci95 over seeds instead
+    text = report.render(results, 1000, wide=True)
+    assert "wall_range" in text and "not reached" in text
+
+
+def test_one_seed_cases_whose_ranges_overlap_are_not_resolved(tmp_path: Path) -> None:
+    folder = RunFolder.create(tmp_path / "results", "one", "smoke")
+    manifest = {"suite": "one", "scale": "smoke", "baseline": W1, "cases": [W1, W2],
+                "plan": PLAN, "labels": [], "status": "complete", "target": TARGET}  # fmt: skip
+    folder.write_manifest(manifest)
+    write_seed(folder, W1, 0, 1, {0: 4.0, 2: 1.0, 4: 0.5}, wall=0.5)
+    write_seed(folder, W2, 0, 2, {0: 4.0, 2: 1.0, 4: 0.5}, wall=0.6)  # a little slower
+    (results,) = report.load([folder])
+    rows = {r["case"]: r for r in published.time_to_target_rows(results)}
+    assert rows[W2]["vs_baseline"] == "not resolved"
+    assert "first checkpoint" not in rows[W2]["notes"]
