@@ -69,11 +69,11 @@ def test_a_scale_overrides_the_target(tmp_path: Path) -> None:
     text = SUITE.format(extra='[target]\nmetric = "loss"\nvalue = 0.7\n')
     text = text.replace(
         "checkpoints = [0, 3]\n",
-        'checkpoints = [0, 3]\ntarget = { metric = "accuracy", value = 0.9 }\n',
+        'checkpoints = [0, 3]\ntarget = { metric = "loss", value = 0.9 }\n',
     )
     path = tmp_path / "tiny.toml"
     path.write_text(text)
-    assert load_suite(path, "smoke").target == Target("accuracy", 0.9)
+    assert load_suite(path, "smoke").target == Target("loss", 0.9)
     assert load_suite(path, "paper").target == Target("loss", 0.7)
 
 
