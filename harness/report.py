@@ -970,8 +970,9 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
         cols = list(comparison[0])
         parts.append(
             prose(
-                "\n## Against the baseline (Welch t-test; * = significant at 5%; quality at "
-                "checkpoint at_runs)"
+                "\n## Against the baseline (time: Welch t-test over block means; quality at "
+                "checkpoint at_runs: paired over shared tasks or seeds, see quality_test; * = "
+                "significant at 5%)"
             )
         )
         parts.append(table(comparison, cols, fmt, width, COMPARISON_DROP))
