@@ -403,9 +403,11 @@ def choose(
         dict(entry.get("dropped", {})),
         detail=str(cache_path()),
     )
-    rival = runner_up(entry, candidates)
+    # an entry whose search timed nothing else (edited, or written by an older version) is
+    # re-checked against the most promising other candidate
+    rival = runner_up(entry, candidates) or next((c for c in candidates if c != cached), None)
     if rival is None:
-        return base  # its search timed nothing else: nothing to re-check against
+        return base  # the only candidate
     again = search([cached, rival], prepare, rounds=RECHECK_ROUNDS, check=check)
     quiet = (again.others_busy or 0.0) <= OTHERS_BUSY_LIMIT
     keeps = recheck_keeps(again, cached)

@@ -126,6 +126,15 @@ def test_a_bad_cached_choice_is_rechecked_and_replaced(_own_cache: Path) -> None
     assert again.recheck_ms["fast"] < again.recheck_ms["other"]
 
 
+def test_a_cached_choice_with_no_runner_up_is_rechecked_too(_own_cache: Path) -> None:
+    """An entry that names no other timing (edited by hand, or left by an older version) is
+    re-checked against the first other candidate, the most promising by construction."""
+    seconds = {"fast": 0.002, "slow": 0.03}
+    layouts.store_choice("k", layouts.LayoutChoice("slow", "measured", ("fast", "slow"), {}))
+    choice = layouts.choose(["fast", "slow"], _sleeper(seconds, {}), None, "k")
+    assert choice.layout == "fast" and "slow lost its re-check to fast" in choice.why
+
+
 def test_a_choice_measured_on_a_busy_machine_is_provisional(
     _own_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
