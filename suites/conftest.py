@@ -45,6 +45,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Any:
+    """pytest-benchmark raises ``PerformanceRegression`` out of its terminal summary when
+    ``--benchmark-compare-fail`` trips, which pytest prints as an INTERNALERROR traceback. Here it
+    ends as what it is: the regressed benchmarks (already listed above by pytest-benchmark), one
+    line, exit status 1."""
+    from pytest_benchmark.session import PerformanceRegression
+
+    outcome = yield
+    error = outcome.excinfo[1] if outcome.excinfo else None
+    if isinstance(error, PerformanceRegression):
+        outcome.force_result(None)
+        bench = terminalreporter.config._benchmarksession
+        names = ", ".join(name for name, _ in bench.performance_regressions)
+        terminalreporter.write_line(
+            f"FAILED: performance regressed beyond --benchmark-compare-fail: {names}", red=True
+        )
+        _SESSION["session"].exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_SESSION: dict[str, pytest.Session] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _SESSION["session"] = session
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "suite_case" not in metafunc.fixturenames:
         return

@@ -15,6 +15,7 @@ import numpy as np
 
 from dmaml_core.dmaml import RunRecord
 from dmaml_core.worker import compiled_maml
+from harness.regression import injected_slowdown
 from harness.runner import build, validate
 from harness.suite import Case, Suite
 
@@ -43,13 +44,19 @@ def test_suite_case(
     learner, config, backend = build(case, seed)
     startup_s = time.perf_counter() - started  # domain, model and backend (worker processes)
     records: list[RunRecord] = []
+    slowdown = injected_slowdown()  # DMAML_BENCH_INJECT_SLOWDOWN: the compare recipe's own check
+
+    def timed_run() -> None:
+        begin = time.perf_counter()
+        records.append(learner.run())
+        if slowdown > 1.0:
+            time.sleep((time.perf_counter() - begin) * (slowdown - 1.0))
+
     try:
         started = time.perf_counter()
         records.append(learner.run())
         warmup_s = time.perf_counter() - started
-        benchmark.pedantic(
-            lambda: records.append(learner.run()), rounds=suite.plan.runs, iterations=1
-        )
+        benchmark.pedantic(timed_run, rounds=suite.plan.runs, iterations=1)
         result = validate(learner, config, suite, seed) if suite.plan.checkpoints else {}
         threads = getattr(backend, "threads_per_process", None)
     finally:
@@ -66,6 +73,7 @@ def test_suite_case(
             "runs": len(timed),  # timed runs, the warm-up excluded (= rounds)
             "warmup_runs": 1,
             "warmup_s": warmup_s,
+            "injected_slowdown": slowdown,
             "startup_s": startup_s,
             **split_means(timed),
             "threads_per_worker": threads,
