@@ -20,11 +20,11 @@ from tabulate import tabulate
 from harness.report import (
     CaseResults,
     Results,
-    _metric,
     block_means,
     by_seed,
     format_p,
     load,
+    quality_metric,
     quality_test,
     timing_summary,
 )
@@ -116,7 +116,7 @@ def case_row(case_a: CaseResults, case_b: CaseResults, metric: str) -> dict[str,
 def render(folder_a: RunFolder, folder_b: RunFolder) -> str:
     a, b = _one(folder_a), _one(folder_b)
     _check_comparable(a, b, str(folder_a.path), str(folder_b.path))
-    metric = _metric(a)
+    metric = quality_metric(a)
     lines = [f"# compare {a.suite} ({a.scale})", f"A: {folder_a.path}", f"B: {folder_b.path}"]
     diffs = differences(a, b)
     lines += ["", "## What differs between A and B"] + (diffs or ["nothing recorded differs"])

@@ -9,13 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.harness.cli_helpers import run_cli as run
 
 
 def folder_of(tiny_suite: Path, root: Path, capsys: pytest.CaptureFixture[str]) -> Path:

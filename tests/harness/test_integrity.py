@@ -16,19 +16,7 @@ import pytest
 
 from harness import cli
 from harness.store import FolderLock
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_clear_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
+from tests.harness.cli_helpers import one_clear_line, run_cli
 
 
 @pytest.fixture

@@ -6,24 +6,14 @@ sinusoid suite (a second or two each)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from harness import cli, report
+from harness import report
 from harness.store import RunFolder, StoreError, find_folders
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_clear_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
+from tests.harness.cli_helpers import one_clear_line, run_cli
 
 
 @pytest.fixture
@@ -118,6 +108,19 @@ def test_two_folders_holding_the_same_seed_are_not_pooled(
         assert code == 0, err
     with pytest.raises(StoreError, match="count that seed twice"):
         loaded(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_parent_folder_stands_for_its_latest_run_of_each_suite(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two runs of one suite below one parent: ``report PARENT`` reports the latest and says one
+    was left out, instead of pooling them (or refusing them for sharing their seeds)."""
+    later = finished.parent / (finished.name + "-later")
+    shutil.copytree(finished, later)
+    code, out, err = run_cli(capsys, "report", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    assert "NOTE: 1 older folder(s) of the same suite and scale" in err
+    assert out.count("# tiny (smoke)") == 1
 
 
 @pytest.mark.parametrize("name", ["/an/absolute/path", "..", ".", "../../escaped", "a b"])
