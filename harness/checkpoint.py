@@ -261,6 +261,8 @@ def _before(record: dict[str, Any], from_run: int) -> bool:
         return int(record["run_index"]) < from_run
     if record.get("kind") == "validation":
         return int(record["after_runs"]) < from_run
+    if record.get("kind") == "calibration":  # the resumed attempt takes its own at from_run
+        return int(record["before_run"]) < from_run
     return False
 
 
@@ -274,7 +276,7 @@ def _restored_within(own: list[dict[str, Any]]) -> list[dict[str, Any]]:
             kept = [
                 k
                 for k in kept
-                if k.get("kind") not in ("run", "validation") or _before(k, from_run)
+                if k.get("kind") not in ("run", "validation", "calibration") or _before(k, from_run)
             ]
         kept.append(r)
     return kept

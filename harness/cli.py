@@ -24,6 +24,7 @@ from harness.data_source import describe_data
 from harness.machine import git_info
 from harness.store import FolderLock, RunFolder, StoreError, find_folders, finished_case_seeds
 from harness.suite import (
+    NOT_IN_SIGNATURE,
     SCALES,
     Suite,
     SuiteError,
@@ -196,7 +197,7 @@ def _stored_signature(manifest: dict[str, Any]) -> dict[str, Any]:
     plan and case ids only, and that is what they are compared on."""
     if "signature" in manifest:
         return dict(manifest["signature"])
-    plan = dict(manifest.get("plan", {}))
+    plan = {k: v for k, v in manifest.get("plan", {}).items() if k not in NOT_IN_SIGNATURE}
     # no configuration hashes: the case ids are compared, their configurations cannot be
     cases = {case_id: None for case_id in manifest.get("cases", [])}
     return {**plan, "baseline": manifest.get("baseline"), "cases": cases}
@@ -220,6 +221,11 @@ def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:
             "checkpoints": list(suite.plan.checkpoints),
             "validation_tasks": suite.plan.validation_tasks,
             "validation_steps": suite.plan.validation_steps,
+            # drift control (harness/drift.py): what the report normalises and flags with
+            "calibration": suite.plan.calibration,
+            "calibration_s": suite.plan.calibration_s,
+            "block_runs": suite.plan.blocks,
+            "drift_threshold": suite.plan.drift_threshold,
         },
         "signature": suite.signature(),
         "code": code_fingerprint(),
@@ -398,16 +404,34 @@ def _list_estimate(suite: Suite, roots: list[Path]) -> str:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness import report
 
-    if args.paths:
-        folders = find_folders([Path(p) for p in args.paths])
-    else:  # the latest complete-or-not folder per suite and scale
+    # A results folder named on the command line is reported (and pooled with the others named
+    # for its suite and scale). A parent folder stands for its *latest* folder per suite and
+    # scale, as the default does: a parent holding two runs of one suite must not pool them
+    # silently; name the folders to pool them (refused where they share a case-seed).
+    roots = [Path(p) for p in args.paths] or [Path(args.results_dir)]
+    folders: list[RunFolder] = []
+    left_out = 0
+    for root in roots:
+        if not args.paths and not root.exists():
+            continue
+        found = find_folders([root])
+        if (root / "manifest.json").exists():
+            folders.extend(found)
+            continue
         latest: dict[tuple[str, str], RunFolder] = {}
-        for folder in (
-            find_folders([Path(args.results_dir)]) if Path(args.results_dir).exists() else []
-        ):
+        for folder in found:
             m = folder.manifest()
             latest[(m["suite"], m["scale"])] = folder
-        folders = list(latest.values())
+        left_out += len(found) - len(latest)
+        folders.extend(latest.values())
+    folders = find_folders([f.path for f in folders])  # each folder once
+    if left_out:
+        print(
+            f"NOTE: {left_out} older folder(s) of the same suite and scale under "
+            f"{', '.join(map(str, roots))} left out (the latest of each is reported; name folders "
+            "to pool them)",
+            file=sys.stderr,
+        )
     if not folders:
         raise StoreError(
             f"no results under {args.paths or args.results_dir}; run `python -m harness run` first"
@@ -600,7 +624,12 @@ def parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
 
     rep = sub.add_parser("report", parents=[common], help="tables and plots from stored results")
-    rep.add_argument("paths", nargs="*", help="result folders (default: latest per suite/scale)")
+    rep.add_argument(
+        "paths",
+        nargs="*",
+        help="result folders, pooled per suite and scale; a parent folder stands for its latest "
+        "folder per suite and scale (default: the latest under --results-dir)",
+    )
     rep.add_argument(
         "--results-dir",
         default=str(DEFAULT_RESULTS),

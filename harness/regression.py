@@ -53,6 +53,7 @@ import numpy as np
 import psutil
 from tabulate import tabulate
 
+from harness.calibration import Calibration, calibration
 from harness.stats import summarize, welch
 from harness.store import StoreError, write_json_atomic
 
@@ -66,7 +67,6 @@ LAYOUT_ENV = "DMAML_LAYOUT"  # dmaml_core.layouts: forces the conv net's layout
 LAYOUT = "per_task"
 
 Timer = Callable[[], float]
-Calibration = Literal["mlp", "conv"]
 
 
 @dataclass(frozen=True)
@@ -199,57 +199,6 @@ def load_baseline(path: Path) -> dict[str, list[float]]:
 
 
 # --- measurement --------------------------------------------------------------------------------
-
-
-def _repeat_for(seconds: float, fn: Callable[[], object]) -> Timer:
-    """Seconds per call of ``fn``, timed over enough calls to last about ``seconds``, so that a
-    calibration sample covers as much wall time as the workload sample beside it."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    once = max(time.perf_counter() - start, 1e-6)
-    reps = max(1, round(seconds / once))
-
-    def timed() -> float:
-        begin = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        return (time.perf_counter() - begin) / reps
-
-    return timed
-
-
-def calibration(kind: Calibration, seconds: float) -> Timer:
-    """A fixed TensorFlow workload like ``kind`` (independent of ``dmaml_core``): seconds per call.
-    ``mlp``: forward and backward of a 1-40-40-1 ReLU net for 10 tasks x 10 points (the sinusoid
-    workload's shapes); ``conv``: forward and backward of four 3x3 stride-2 convs with 64 filters
-    over 40 28x28 images (the Omniglot-shaped workload's)."""
-    import tensorflow as tf
-
-    if kind == "mlp":
-        shapes = [[10, 1, 40], [10, 40, 40], [10, 40, 1]]
-        x = tf.random.stateless_normal([10, 10, 1], seed=[9, 9])
-    else:
-        shapes = [[3, 3, 1, 64], [3, 3, 64, 64], [3, 3, 64, 64], [3, 3, 64, 64]]
-        x = tf.random.stateless_normal([40, 28, 28, 1], seed=[7, 7])
-    weights = [0.1 * tf.random.stateless_normal(s, seed=[i, 2]) for i, s in enumerate(shapes)]
-
-    @tf.function
-    def work() -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            tape.watch(weights)
-            h = x
-            for i, w in enumerate(weights):
-                if kind == "mlp":
-                    h = tf.matmul(h, w)
-                    h = tf.nn.relu(h) if i < len(weights) - 1 else h
-                else:
-                    h = tf.nn.relu(tf.nn.conv2d(h, w, 2, "SAME"))
-            loss = tf.reduce_mean(h**2)
-        grads = tape.gradient(loss, weights)
-        return loss + tf.add_n([tf.reduce_sum(g) for g in grads])
-
-    return _repeat_for(seconds, lambda: work().numpy())
 
 
 def workload_timer(w: Workload) -> Timer:

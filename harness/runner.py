@@ -19,6 +19,7 @@ from dmaml_core.maml import MamlConfig
 from dmaml_core.tasks import make_domain
 from dmaml_core.weight_generators import make_weight_generator
 from dmaml_core.worker import WorkerConfig, compiled_maml
+from harness.calibration import Calibrator, calibration, kind_for, step_timer
 from harness.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -72,6 +73,39 @@ def make_backend(
     return backends.make_backend(case.backend, config, case.workers, **options)
 
 
+def maml_config(case: Case, loss: str) -> MamlConfig:
+    return MamlConfig(
+        alpha=case.alpha,
+        beta=case.beta,
+        inner_steps=case.inner_steps,
+        order=case.order,  # type: ignore[arg-type]
+        aggregation=case.aggregation,  # type: ignore[arg-type]
+        loss=loss,  # type: ignore[arg-type]
+        jit_compile=case.jit_compile,
+    )
+
+
+def calibrator(suite: Suite, case: Case) -> Calibrator | None:
+    """The plan's calibration job for ``case`` (harness/calibration.py); None when it is off."""
+    plan = suite.plan
+    if plan.calibration == "off":
+        return None
+    if plan.calibration == "baseline":
+        base = suite.baseline_case()
+        domain = make_domain(base.domain, **base.params())
+        maml = maml_config(base, domain.loss)
+        return Calibrator(
+            f"baseline step {base.case_id}",
+            lambda seconds: step_timer(domain, maml, base.tasks, seconds),
+            plan.calibration_s,
+            plan.blocks,
+        )
+    kind = kind_for(case.domain)
+    return Calibrator(
+        kind, lambda seconds: calibration(kind, seconds), plan.calibration_s, plan.blocks
+    )
+
+
 def build(
     case: Case, seed: int, timeout_s: float | None = None, max_failures: int = 0
 ) -> tuple[Any, WorkerConfig, Backend]:
@@ -79,15 +113,7 @@ def build(
     worker limit (None: the backend scales it from the measured runs), ``max_failures`` how many
     lost workers the backend may restart (see ``make_backend``)."""
     domain = make_domain(case.domain, **case.params())
-    maml = MamlConfig(
-        alpha=case.alpha,
-        beta=case.beta,
-        inner_steps=case.inner_steps,
-        order=case.order,  # type: ignore[arg-type]
-        aggregation=case.aggregation,  # type: ignore[arg-type]
-        loss=domain.loss,
-        jit_compile=case.jit_compile,
-    )
+    maml = maml_config(case, domain.loss)
     config = WorkerConfig(domain, maml, epochs=case.epochs, tasks_per_step=case.tasks, seed=seed)
     backend = make_backend(case, config, timeout_s, max_failures)
     theta = domain.model().init(seed)
@@ -192,6 +218,7 @@ def run_case_seed(
     schedule = CheckpointSchedule(plan.checkpoint_every)
     identity = {"case_id": case.case_id, "config_hash": case.config_hash(), "seed": seed}
     written: list[Written] = []
+    calibrate = calibrator(suite, case)
 
     def save(runs_done: int) -> None:
         """An exact checkpoint after ``runs_done`` runs (outside every timed region)."""
@@ -208,8 +235,12 @@ def run_case_seed(
         schedule.wrote(time.perf_counter() - begin)
 
     def sweep(first: int) -> None:
-        """Runs ``first`` .. the last, with their validations and checkpoints."""
+        """Runs ``first`` .. the last, with their validations, checkpoints and calibration
+        samples (before each block of timed runs and after the last one; harness/drift.py)."""
         for done in range(first, total + 1):
+            if calibrate is not None and calibrate.due(done, first, total):
+                sample = calibrate.sample(done)
+                folder.append({**base, "kind": "calibration", **sample})
             if done in plan.checkpoints:
                 result = validate(learner, config, suite, seed)
                 folder.append({**base, "kind": "validation", "after_runs": done, **result})

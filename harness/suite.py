@@ -150,6 +150,21 @@ class RunPlan:
     # lost worker processes or nodes (Ray) a case-seed survives by restarting them and going on
     # from its newest checkpoint; one more ends the sweep
     max_failures: int = 3
+    # drift control (harness.calibration, harness.drift): a fixed calibration job of
+    # ``calibration_s`` seconds brackets every block of ``block_runs`` timed runs (0: a tenth
+    # of the runs, at least 1); "baseline": a MAML step of the baseline case on fixed tasks;
+    # "matched": a code-independent job like the domain's network; "off": none
+    calibration: str = "baseline"
+    calibration_s: float = 0.1
+    block_runs: int = 0
+    # a case-seed whose block ran this many times slower or faster than the sweep's reference
+    # speed is flagged in the report
+    drift_threshold: float = 1.25
+
+    @property
+    def blocks(self) -> int:
+        """Timed runs per block (``block_runs``, or about a tenth of the runs)."""
+        return self.block_runs or max(1, -(-self.runs // 10))
 
 
 PUBLISHED_METRICS = ("accuracy", "loss", "seconds_per_run", "relative_pct")
@@ -222,7 +237,21 @@ class Suite:
 
 
 # Plan fields that change how a run is watched, not what it records: a resume may change them.
-NOT_IN_SIGNATURE = frozenset({"worker_timeout_s", "checkpoint_every", "max_failures"})
+# Drift control is in the same group: it adds calibration records between runs and changes no run.
+NOT_IN_SIGNATURE = frozenset(
+    {
+        "worker_timeout_s",
+        "checkpoint_every",
+        "max_failures",
+        "calibration",
+        "calibration_s",
+        "block_runs",
+        "drift_threshold",
+    }
+)
+CALIBRATION_CHOICES = ("baseline", "matched", "off")
+CALIBRATION_SECONDS = (0.01, 10.0)
+DRIFT_THRESHOLD = (1.01, 10.0)
 
 
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -350,7 +379,8 @@ def _int_list(
 
 PLAN_FIELDS = (
     "runs", "seeds", "checkpoints", "validation_tasks", "validation_steps", "checkpoint_every",
-    "worker_timeout_s", "max_failures",
+    "worker_timeout_s", "max_failures", "calibration", "calibration_s", "block_runs",
+    "drift_threshold",
 )  # fmt: skip
 SCALE_FIELDS = (*PLAN_FIELDS, "sweep", "base", "domain_params", "target")
 TOP_FIELDS = (
@@ -427,7 +457,45 @@ def _plan(path: Path, run: dict[str, Any], scale: str) -> RunPlan:
         every,
         None if timeout is None else float(timeout),
         max_failures,
+        **_drift_control(path, run, scale, runs),
     )
+
+
+def _drift_control(path: Path, run: dict[str, Any], scale: str, runs: int) -> dict[str, Any]:
+    """The plan's calibration fields, each checked against what it accepts."""
+    where = f"scales.{scale}"
+    kind = run.get("calibration", "baseline")
+    if kind not in CALIBRATION_CHOICES:
+        choices = ", ".join(CALIBRATION_CHOICES)
+        raise _fail(path, f"{where}.calibration", f"must be {choices}, got {kind!r}")
+    low, high = CALIBRATION_SECONDS
+    seconds = run.get("calibration_s", 0.1)
+    if type(seconds) not in (int, float) or not low <= seconds <= high:
+        raise _fail(
+            path, f"{where}.calibration_s", f"must be seconds in [{low}, {high}], got {seconds!r}"
+        )
+    block = run.get("block_runs", 0)
+    if type(block) is not int or not 0 <= block <= runs:
+        raise _fail(
+            path,
+            f"{where}.block_runs",
+            f"must be an integer in [0, runs = {runs}] (0: a tenth of the runs), got {block!r}",
+        )
+    low, high = DRIFT_THRESHOLD
+    threshold = run.get("drift_threshold", 1.25)
+    if type(threshold) not in (int, float) or not low <= threshold <= high:
+        raise _fail(
+            path,
+            f"{where}.drift_threshold",
+            f"must be a speed ratio in [{low}, {high}] (1.25: flag a block 25 % off), "
+            f"got {threshold!r}",
+        )
+    return {
+        "calibration": kind,
+        "calibration_s": float(seconds),
+        "block_runs": block,
+        "drift_threshold": float(threshold),
+    }
 
 
 def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = True) -> Suite:

@@ -144,7 +144,10 @@ def killed_and_resumed(suite: Path, results: Path, kill_points: list[int]) -> Pa
         proc = cli(suite, "--resume", str(folder))
         deadline = time.monotonic() + TIMEOUT_S
         while (folder / "records.jsonl").read_bytes().count(b"\n") < n:
-            assert proc.poll() is None and time.monotonic() < deadline, "resume ended too early"
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate(timeout=30)
+                pytest.fail(f"resume ended before {n} records: {err.decode()[-2000:]}")
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)

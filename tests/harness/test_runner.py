@@ -19,7 +19,9 @@ def test_records_for_every_run_and_checkpoint(tiny_suite: Path, tmp_path: Path) 
     run_suite(suite, folder)
     records = folder.records()
     one = [r for r in records if (r["case_id"], r["seed"]) == ("w2-e1-t4-sum-o2", 1)]
-    assert kinds(one) == ["case_start", "validation", *["run"] * 4, "validation", "case_end"]
+    # a calibration sample before every timed run (blocks of 1 at 3 runs) and after the last
+    bracketed = ["run", "calibration"] * 4
+    assert kinds(one) == ["case_start", "validation", *bracketed, "validation", "case_end"]
     runs = [r for r in one if r["kind"] == "run"]
     assert [r["warmup"] for r in runs] == [True, False, False, False]
     run = runs[-1]
