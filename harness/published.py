@@ -339,7 +339,8 @@ def _resolve_against_baseline(rows: list[dict[str, Any]], baseline: str) -> None
     """With one seed, whether a case's crossing interval is apart from the baseline's: "sooner"
     or "later" when the intervals do not overlap, "not resolved" when they do."""
     base = next((r for r in rows if r["case"] == baseline and "_earliest_s" in r), None)
-    for row in rows:
+    for row in rows:  # every row has the column (the CSV's header comes from the first)
+        row["vs_baseline"] = "baseline" if row is base else ""
         if base is None or row is base or "_earliest_s" not in row:
             continue
         if math.isinf(row["_earliest_s"]) and math.isinf(base["_earliest_s"]):

@@ -1267,7 +1267,8 @@ def write(results: Results, out: Path, n_runs: int) -> list[Path]:
             continue
         path = out / f"{stem}-{name}.csv"
         with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            columns = list(dict.fromkeys(k for row in rows for k in row))  # every row's keys
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
         written.append(path)

@@ -350,4 +350,9 @@ def test_one_seed_cases_whose_ranges_overlap_are_not_resolved(tmp_path: Path) ->
     (results,) = report.load([folder])
     rows = {r["case"]: r for r in published.time_to_target_rows(results)}
     assert rows[W2]["vs_baseline"] == "not resolved"
+    assert rows[W1]["vs_baseline"] == "baseline"
     assert "first checkpoint" not in rows[W2]["notes"]
+    # the baseline's row comes first in the CSV: its header must still hold every column
+    written = report.write(results, tmp_path / "out", 1000)
+    (csv_path,) = [p for p in written if p.name.endswith("time_to_target.csv")]
+    assert "vs_baseline" in csv_path.read_text().splitlines()[0]
