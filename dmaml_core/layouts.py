@@ -403,9 +403,13 @@ def choose(
         dict(entry.get("dropped", {})),
         detail=str(cache_path()),
     )
-    # an entry whose search timed nothing else (edited, or written by an older version) is
-    # re-checked against the most promising other candidate
-    rival = runner_up(entry, candidates) or next((c for c in candidates if c != cached), None)
+    # an entry whose search timed nothing else (edited by hand, or written by an older version)
+    # is re-checked against the most promising other candidate its search did not drop (for
+    # disagreeing, for being far slower, or for the budget)
+    dropped = dict(entry.get("dropped", {}))
+    rival = runner_up(entry, candidates) or next(
+        (c for c in candidates if c != cached and c not in dropped), None
+    )
     if rival is None:
         return base  # the only candidate
     again = search([cached, rival], prepare, rounds=RECHECK_ROUNDS, check=check)
