@@ -29,7 +29,11 @@ HERE = Path(__file__).resolve().parent
 # runs until killed; with "hang", logical worker 0 hangs in run 1 (a worker busy computing, which
 # never reads its pipe, so only the parent-death watch can end it).
 DRIVER = f"""
+import signal
 import sys
+# a background job of a non-interactive shell (nohup ... &) starts with SIGINT ignored, and Python
+# then keeps it ignored: the Ctrl-C this driver stands for must reach it wherever pytest runs
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {str(HERE)!r})
 from backend_scenario import config, theta
 from dmaml_core.backends import ProcessesBackend
@@ -89,7 +93,12 @@ def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path) -> None:
     proc, pids, err = start_driver("run", tmp_path)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: driver and workers alike
-    out, _ = proc.communicate(timeout=120)  # a loaded 2-core machine: shutdown can take a while
+    try:
+        out, _ = proc.communicate(timeout=120)  # a loaded 2-core machine: shutdown takes a while
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # never leave the driver and its workers running
+        proc.communicate(timeout=30)
+        pytest.fail(f"the driver did not stop within 120 s of SIGINT; stderr:\n{err.read_text()}")
     assert out.strip() == "interrupted" and proc.returncode == 0
     assert wait_gone(pids, within_s=5.0) == []
     stderr = err.read_text()
