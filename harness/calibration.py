@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Calibration = Literal["mlp", "conv"]
@@ -135,7 +135,6 @@ class Calibrator:
     job: Callable[[float], Timer]
     seconds: float
     block_runs: int
-    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def due(self, run_index: int, first: int, total: int) -> bool:
         """Whether a sample is taken before run ``run_index`` (``total``: after the last run).
@@ -151,12 +150,10 @@ class Calibrator:
         if key not in _TIMERS:
             _TIMERS[key] = self.job(self.seconds)
         seconds = _TIMERS[key]()
-        record = {
+        return {
             "before_run": before_run,
             "calibration": self.name,
             "calibration_s": self.seconds,
             "seconds": seconds,
             **_load(),
         }
-        self.samples.append(record)
-        return record

@@ -5,8 +5,6 @@ loaded case and a quiet one comes out as if both had run at one speed."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from harness.drift import normalise, references
 from harness.runner import run_suite
 from harness.store import RunFolder
 from harness.suite import SuiteError, load_suite
+from tests.harness.cli_helpers import one_clear_line, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,29 +161,19 @@ def test_a_loaded_baseline_does_not_move_the_ratio(tmp_path: Path) -> None:
     ],
 )
 def test_bad_drift_settings_are_one_line_errors(
-    tiny_suite: Path, tmp_path: Path, field: str, value: str, says: str
+    tiny_suite: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    value: str,
+    says: str,
 ) -> None:
     text = tiny_suite.read_text().replace("runs = 3\n", f"runs = 3\n{field} = {value}\n")
     tiny_suite.write_text(text)
     with pytest.raises(SuiteError, match=rf"scales\.smoke\.{field}: .*{re.escape(says)}"):
         load_suite(tiny_suite, "smoke")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "run",
-            str(tiny_suite),
-            "--scale",
-            "smoke",
-            "--results-dir",
-            str(tmp_path / "r"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    code, _, err = run_cli(
+        capsys, "run", str(tiny_suite), "--scale", "smoke", "--results-dir", str(tmp_path / "r")
     )
-    assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1 and field in out.stderr
+    assert code == 2 and field in one_clear_line(err)
     assert not (tmp_path / "r").exists()
