@@ -20,8 +20,6 @@ from harness.store import RunFolder
 from harness.suite import SuiteError, load_suite
 from tests.harness.cli_helpers import one_clear_line, run_cli
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def run(seed: int, index: int, wall: float, warmup: bool = False) -> dict[str, Any]:
     return {"kind": "run", "seed": seed, "run_index": index, "warmup": warmup,
