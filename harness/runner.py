@@ -159,6 +159,7 @@ def run_fields(case: Case, record: RunRecord, meter: RunMeter) -> dict[str, Any]
         "worker_cpu_s": record.worker_cpu_s.tolist(),
         "cpu_s": cpu_total,
         "peak_rss_bytes": measured.peak_rss_bytes,
+        "peak_rss_method": measured.peak_rss_method,
         "gpu": measured.gpu,
         "loss_sums": record.loss_sums.tolist(),
         "loss_sum": float(np.mean(last_losses)),
