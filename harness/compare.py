@@ -17,6 +17,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from dmaml_core.metrics import Metric
 from harness.report import (
     CaseResults,
     Results,
@@ -82,7 +83,7 @@ def _check_comparable(a: Results, b: Results, path_a: str, path_b: str) -> None:
         )
 
 
-def case_row(case_a: CaseResults, case_b: CaseResults, metric: str) -> dict[str, Any]:
+def case_row(case_a: CaseResults, case_b: CaseResults, metric: Metric) -> dict[str, Any]:
     wall_a, wall_b = timing_summary(case_a, "wall_s"), timing_summary(case_b, "wall_s")
     timing = welch(block_means(by_seed(case_b, "wall_s")), block_means(by_seed(case_a, "wall_s")))
     row: dict[str, Any] = {

@@ -28,7 +28,7 @@ class ProgressEvent:
     runs: int = 0  # runs of this case-seed, the warm-up included ("sweep": of the whole sweep)
     run: int = 0  # runs of this case-seed done so far
     wall_s: float | None = None  # the last run's wall time
-    metric: str = ""  # "loss" or "accuracy", for validation events
+    metric: str = ""  # the domain's primary metric (loss, accuracy, return), for validation events
     value: float | None = None
 
 

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dmaml_core.metrics import Metric
 from harness.stats import summarize
+from harness.suite import TIMING_METRICS
 
 if TYPE_CHECKING:
     from harness.report import CaseResults, Results
@@ -38,12 +40,19 @@ INTERPOLATION = (
 )
 
 
-def _final(validation: dict[str, Any], metric: str) -> float:
+def _final(validation: dict[str, Any], metric: Metric | str) -> float:
     return float(validation[f"{metric}_by_step"][-1])
 
 
-def _better(metric: str, a: float, b: float) -> bool:
-    return a > b if metric == "accuracy" else a < b
+def declared(results: Results, name: str) -> Metric | None:
+    """The metric called ``name`` as the cases' domain declared it (direction, unit), or None
+    where no case's domain declares it (a suite refuses that at --dry-run; older folders may
+    still hold such a target)."""
+    for case in results.cases.values():
+        for metric in case.metrics:
+            if metric.name == name:
+                return metric
+    return None
 
 
 def seed_runs(case: CaseResults) -> dict[int, dict[int, dict[str, Any]]]:
@@ -95,7 +104,7 @@ def _ours(
     metric = row["metric"]
     if case.divergences:
         return math.nan, math.nan, 0, "", _diverged_text(case)
-    if metric in ("accuracy", "loss"):
+    if metric not in TIMING_METRICS:  # a validation metric of the domain
         after = row.get("after_runs")
         vals = [v for v in case.validations if v["after_runs"] == after]
         if not vals:
@@ -183,7 +192,7 @@ def _ordered_cases(results: Results) -> list[CaseResults]:
 
 
 def paper_tables(
-    results: Results, metric: str
+    results: Results, metric: Metric
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(paper's rule, honest) tables: one row per case, W first, one column per checkpoint."""
     checkpoints = sorted({v["after_runs"] for c in results.cases.values() for v in c.validations})
@@ -208,7 +217,7 @@ def paper_tables(
                 continue
             best = vals[0]
             for v in vals[1:]:
-                if _better(metric, _final(v, metric), _final(best, metric)):
+                if metric.better(_final(v, metric), _final(best, metric)):
                     best = v
             tasks = summarize(best[f"{metric}_final_per_task"])
             row_p[column] = f"{tasks.format(3)} (seed {best['seed']} of {len(vals)})"
@@ -225,7 +234,7 @@ def paper_tables(
 def _seed_time(
     validations: list[dict[str, Any]],
     runs: dict[int, dict[str, Any]],
-    metric: str,
+    metric: Metric,
     target: float,
     shift: float = 0.0,
 ) -> dict[str, float] | None:
@@ -233,8 +242,10 @@ def _seed_time(
     interpolated between checkpoints. ``shift`` moves every checkpoint's value by that many of
     its ci95 over validation tasks in the favourable direction (+1: the earliest crossing the
     checkpoints' uncertainty allows; -1: the latest)."""
-    up = 1.0 if metric == "accuracy" else -1.0
-    reached = (lambda m: m >= target) if metric == "accuracy" else (lambda m: m <= target)
+    up = 1.0 if metric.higher_is_better else -1.0
+
+    def reached(value: float) -> bool:
+        return metric.reached(value, target)
 
     def value(v: dict[str, Any]) -> float:
         if not shift:
@@ -278,7 +289,16 @@ def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
     target = results.target
     if not target:
         return []
-    metric, value = target["metric"], float(target["value"])
+    metric, value = declared(results, target["metric"]), float(target["value"])
+    if metric is None:
+        return [
+            {
+                "case": case.case_id,
+                "W": case.case["workers"],
+                "reached": f"not comparable: the domain declares no {target['metric']!r}",
+            }
+            for case in _ordered_cases(results)
+        ]
     rows = []
     for case in _ordered_cases(results):
         per_seed = seed_runs(case)
@@ -314,7 +334,7 @@ def time_to_target_rows(results: Results) -> list[dict[str, Any]]:
         notes = []
         if not times:
             finals = [_final(v, metric) for v in case.validations]
-            pick = max if metric == "accuracy" else min
+            pick = max if metric.higher_is_better else min
             best = pick(finals, default=math.nan)
             row["reached"] = "not reached" + (f" (best {best:.3g})" if finals else "")
         elif len(times) < len(by_seed):
@@ -358,8 +378,11 @@ def _seen(case: dict[str, Any]) -> int:
     return int(case["workers"]) * int(case["epochs"]) * int(case["tasks"])
 
 
-def target_text(target: dict[str, Any]) -> str:
-    sign = ">=" if target["metric"] == "accuracy" else "<="
+def target_text(results: Results) -> str:
+    target = results.target
+    assert target is not None
+    metric = declared(results, target["metric"])
+    sign = "<=" if metric is None or not metric.higher_is_better else ">="
     return f"validation {target['metric']} {sign} {target['value']:g}"
 
 
@@ -371,10 +394,12 @@ def time_to_target_figure(results: Results) -> Any:
     not reach it are named in the title. None without a target or when no case reached it."""
     from harness.report import _pyplot
 
-    rows = [r for r in time_to_target_rows(results) if not math.isnan(r["wall_s"])]
+    rows = [r for r in time_to_target_rows(results) if not math.isnan(r.get("wall_s", math.nan))]
     if not rows or not results.target:
         return None
-    missed = [r["case"] for r in time_to_target_rows(results) if math.isnan(r["wall_s"])]
+    missed = [
+        r["case"] for r in time_to_target_rows(results) if math.isnan(r.get("wall_s", math.nan))
+    ]
     fig, ax = _pyplot().subplots(figsize=(max(6.0, 1.2 * len(rows) + 2), 4.4))
     position = np.arange(len(rows))
     series = (
@@ -391,14 +416,14 @@ def time_to_target_figure(results: Results) -> Any:
         title="error bars: ci95 over seeds (Student t, n-1);\ninterpolated between checkpoints",
         title_fontsize=7,
     )
-    title = f"{results.suite} ({results.scale}): time to {target_text(results.target)}"
+    title = f"{results.suite} ({results.scale}): time to {target_text(results)}"
     if missed:
         title += "\nnot reached: " + ", ".join(missed)
     ax.set_title("\n".join(textwrap.fill(t, 90) for t in title.split("\n")), fontsize=9)
     return fig
 
 
-def quality_vs_wall_figure(results: Results, metric: str) -> Any:
+def quality_vs_wall_figure(results: Results, metric: Metric) -> Any:
     """Validation metric against cumulative wall seconds (mean over seeds, checkpoint by
     checkpoint), the target as a dashed line: which case gets good fastest. None without
     validation."""
@@ -425,9 +450,9 @@ def quality_vs_wall_figure(results: Results, metric: str) -> Any:
     fig, ax = _pyplot().subplots(figsize=(7, 4))
     for case_id, points in lines:
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=case_id)
-    if results.target and results.target["metric"] == metric:
+    if results.target and results.target["metric"] == metric.name:
         ax.axhline(results.target["value"], color="k", linestyle="--", linewidth=1,
-                   label=f"target: {target_text(results.target)}")  # fmt: skip
+                   label=f"target: {target_text(results)}")  # fmt: skip
     ax.set_xlabel(
         "cumulative wall seconds (steady-state runs; one-time costs and validation excluded)"
     )

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
+from dmaml_core.metrics import CROSS_ENTROPY, Metric
 from harness import published
 from harness.checkpoint import select_records
 from harness.drift import Reference, SeedDrift, normalise, references
@@ -55,12 +56,10 @@ _NUMBER = (int, float)
 REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
     "case_start": {"case": dict},
     "run": {"warmup": bool, "run_index": int, "wall_s": _NUMBER, "projected_s": _NUMBER},
-    "validation": {
+    "validation": {  # every domain declares a loss; its other metrics are checked on use
         "after_runs": int,
         "loss_by_step": list,
-        "accuracy_by_step": list,
         "loss_final_per_task": list,
-        "accuracy_final_per_task": list,
     },
     "diverged": {"run_index": int},
     "calibration": {"before_run": int, "seconds": _NUMBER},
@@ -89,6 +88,8 @@ class CaseResults:
     errors: dict[int, str] = field(default_factory=dict)  # seed -> its case_error message
     calibrations: list[dict[str, Any]] = field(default_factory=list)  # harness/drift.py
     drift: dict[int, SeedDrift] = field(default_factory=dict)  # seed -> its blocks' drift
+    # what its domain declared (case_start "metrics"; dmaml_core/metrics.py), the primary first
+    metrics: tuple[Metric, ...] = ()
 
 
 @dataclass
@@ -269,6 +270,7 @@ def load(folders: list[RunFolder]) -> list[Results]:
                 if case is None:
                     case = results.cases[r["case_id"]] = CaseResults(r["case_id"], r["case"])
                 case.threads = r.get("threads")
+                case.metrics = declared_metrics(r)
                 case.startup_s.append(r.get("setup_s", math.nan))
                 case.timed_runs.setdefault(r["seed"], 0)
             elif case is None:
@@ -283,7 +285,7 @@ def load(folders: list[RunFolder]) -> list[Results]:
                 else:
                     (case.warmups if r["warmup"] else case.runs).append(r)
             elif r["kind"] == "validation":
-                case.validations.append(r)
+                case.validations.append(_legacy_scores(r, case.metrics))
             elif r["kind"] == "calibration":
                 case.calibrations.append(r)
             elif r["kind"] == "diverged":
@@ -604,11 +606,37 @@ def extrapolation_rows(results: Results, n_runs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def quality_metric(results: Results) -> str:
-    """The validation metric a report compares on: loss for the sinusoid (regression), else
-    accuracy. (Issue 22 moves this into the domains' own declarations.)"""
-    losses = [c.case.get("domain") for c in results.cases.values()]
-    return "loss" if "sinusoid" in losses else "accuracy"
+def declared_metrics(case_start: dict[str, Any]) -> tuple[Metric, ...]:
+    """The metrics a case's domain declared, from its case_start record. Records written before
+    domains declared them (no "metrics") take the domain class's own declaration."""
+    if isinstance(case_start.get("metrics"), list) and case_start["metrics"]:
+        return tuple(Metric.from_record(m) for m in case_start["metrics"])
+    from dmaml_core.tasks import DOMAINS
+
+    domain = DOMAINS.get(str(case_start["case"].get("domain")))
+    metrics = getattr(domain, "metrics", None)
+    return tuple(metrics) if metrics else (CROSS_ENTROPY,)
+
+
+def _legacy_scores(validation: dict[str, Any], metrics: tuple[Metric, ...]) -> dict[str, Any]:
+    """Before domains declared their metrics, every validation stored its score matrix as
+    ``accuracy_*`` (a return for RL, zeros for a regression): name it as the domain does."""
+    out = dict(validation)
+    for metric in metrics:
+        if metric.source == "score" and f"{metric.name}_by_step" not in out:
+            for part in ("by_step", "final_per_task"):
+                if f"accuracy_{part}" in validation:
+                    out[f"{metric.name}_{part}"] = validation[f"accuracy_{part}"]
+    return out
+
+
+def quality_metric(results: Results) -> Metric:
+    """The validation metric a report compares on: the primary metric its cases' domain
+    declares (dmaml_core/metrics.py), never decided by a domain's name."""
+    for case in results.cases.values():
+        if case.metrics:
+            return case.metrics[0]
+    return CROSS_ENTROPY
 
 
 def _diverged_text(case: CaseResults) -> str:
@@ -628,7 +656,7 @@ def quality_rows(results: Results) -> list[dict[str, Any]]:
                     {
                         "case": case.case_id,
                         "after_runs": "-",
-                        "metric": metric,
+                        "metric": str(metric),
                         "value": _diverged_text(case),
                         "mean": math.nan,
                         "ci95": math.nan,
@@ -651,7 +679,7 @@ def quality_rows(results: Results) -> list[dict[str, Any]]:
                 {
                     "case": case.case_id,
                     "after_runs": after,
-                    "metric": metric,
+                    "metric": str(metric),
                     "value": s.format(3),
                     "mean": s.mean,
                     "ci95": s.ci95,
@@ -663,14 +691,14 @@ def quality_rows(results: Results) -> list[dict[str, Any]]:
     return rows
 
 
-def _final(c: CaseResults, metric: str, after: int) -> list[float]:
+def _final(c: CaseResults, metric: Metric | str, after: int) -> list[float]:
     vals = [v for v in c.validations if v["after_runs"] == after]
     if len(vals) == 1:
         return list(vals[0][f"{metric}_final_per_task"])
     return [v[f"{metric}_by_step"][-1] for v in vals]
 
 
-def _final_by_key(c: CaseResults, metric: str, after: int) -> dict[Any, float]:
+def _final_by_key(c: CaseResults, metric: Metric | str, after: int) -> dict[Any, float]:
     """The values ``_final`` lists, keyed by what they share with another case: (seed, task
     index) for one seed, the seed for several."""
     vals = [v for v in c.validations if v["after_runs"] == after]
@@ -679,7 +707,7 @@ def _final_by_key(c: CaseResults, metric: str, after: int) -> dict[Any, float]:
     return {v["seed"]: v[f"{metric}_by_step"][-1] for v in vals}
 
 
-def quality_test(case: CaseResults, base: CaseResults, metric: str, after: int) -> Any:
+def quality_test(case: CaseResults, base: CaseResults, metric: Metric, after: int) -> Any:
     """Paired over what both cases share (validation tasks come from the seed's own stream, so
     one domain and seed give both cases the same tasks: per task with one seed, per seed with
     several); Welch where the cases' domains differ or the keys do not match. (comparison, name
@@ -1083,7 +1111,7 @@ def _paper_sections(results: Results, fmt: str, width: int | None, prose: Any) -
         rows = published.time_to_target_rows(results)
         parts.append(
             prose(
-                f"\n## Time to target: {published.target_text(results.target)} (wall seconds, "
+                f"\n## Time to target: {published.target_text(results)} (wall seconds, "
                 "mean ± ci95 over seeds)\nwall_s: measured, the runs up to the target at their "
                 "drift-normalised time with the warm-up as one steady-state run (one-time costs "
                 "charged to no case), validation excluded; projected_s: PROJECTED for >= W free "

@@ -16,6 +16,7 @@ from dmaml_core.backends import Backend, WorkerError
 from dmaml_core.backends.base import WorkerLost
 from dmaml_core.dmaml import CentralLearner, RunRecord, TaskParallelLearner
 from dmaml_core.maml import MamlConfig
+from dmaml_core.metrics import metric_fields
 from dmaml_core.tasks import make_domain
 from dmaml_core.weight_generators import make_weight_generator
 from dmaml_core.worker import WorkerConfig, compiled_maml
@@ -180,12 +181,9 @@ def validate(learner: Any, config: WorkerConfig, suite: Suite, seed: int) -> dic
     tasks = config.domain.sample(rng, plan.validation_tasks, "test")
     compiled = compiled_maml(config.domain, config.maml)
     start = time.perf_counter()
-    losses, accuracy = compiled.validate(learner.theta, tasks, plan.validation_steps)
+    losses, scores = compiled.validate(learner.theta, tasks, plan.validation_steps)
     return {
-        "loss_by_step": losses.mean(axis=1).tolist(),
-        "accuracy_by_step": accuracy.mean(axis=1).tolist(),
-        "loss_final_per_task": losses[-1].tolist(),
-        "accuracy_final_per_task": accuracy[-1].tolist(),
+        **metric_fields(config.domain.metrics, losses, scores),
         "validation_s": time.perf_counter() - start,
     }
 
@@ -282,6 +280,7 @@ def run_case_seed(
                 **base,
                 "kind": "case_start",
                 "case": asdict(case),
+                "metrics": [m.as_record() for m in config.domain.metrics],
                 "threads": threads,
                 "setup_s": time.perf_counter() - started,
                 **({"cluster": layout()} if layout is not None else {}),
@@ -291,7 +290,7 @@ def run_case_seed(
         at = ProgressEvent("case", case.case_id, seed, *position, runs=total)
         progress(at)
         first = _resume(learner, store, identity, total, folder, base)
-        metric = "accuracy" if config.domain.loss == "xent" else "loss"
+        metric = config.domain.metrics[0].name  # the domain's primary metric
         # without a checkpoint yet, a lost worker restarts the case-seed from this state (only
         # Ray restarts lost workers: ``max_restarts``; elsewhere a lost worker is fatal)
         recovers = getattr(backend, "max_restarts", 0) > 0

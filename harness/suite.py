@@ -167,8 +167,9 @@ class RunPlan:
         return self.block_runs or max(1, -(-self.runs // 10))
 
 
-PUBLISHED_METRICS = ("accuracy", "loss", "seconds_per_run", "relative_pct")
-TARGET_METRICS = ("accuracy", "loss")  # accuracy: reached when >= value; loss: when <= value
+# published rows on time; any other metric is a validation metric the suite's domain declares
+# (dmaml_core/metrics.py: loss, accuracy, return, ...), with its direction
+TIMING_METRICS = ("seconds_per_run", "relative_pct")
 PUBLISHED_FIELDS = (
     "source", "case", "metric", "after_runs", "value", "ci95", "rule", "read_off_plot",
 )  # fmt: skip
@@ -181,7 +182,7 @@ class Published:
 
     source: str  # where it is from, e.g. "paper table 2"
     case: str  # a case id of this suite (at any of its scales)
-    metric: str  # one of PUBLISHED_METRICS
+    metric: str  # one of TIMING_METRICS, or a metric the domain declares
     value: float
     after_runs: int | None = None  # validation checkpoint (runs done); required for accuracy/loss
     ci95: float | None = None  # their half-width, when they give one
@@ -197,11 +198,8 @@ class Target:
     """A validation quality whose first reach the report times ("does parallelising pay off":
     wall seconds to a good model, not seconds per run)."""
 
-    metric: str  # "accuracy" (reached when >= value) or "loss" (reached when <= value)
+    metric: str  # a metric the domain declares: reached at or past value, in its direction
     value: float
-
-    def reached(self, quality: float) -> bool:
-        return quality >= self.value if self.metric == "accuracy" else quality <= self.value
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -586,27 +584,30 @@ def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = Tr
 
 
 def _check_metrics(suite: Suite) -> None:
-    """A published row or a target on accuracy needs a classification domain: a regression
-    domain (loss kind "mse") has no accuracy, and comparing with it would print "ours 0"."""
+    """A published row or a target on a validation metric needs a metric every case's domain
+    declares (dmaml_core/metrics.py): a regression has a loss and no accuracy, and comparing
+    with a metric it lacks would print "ours 0"."""
     from dmaml_core.tasks import make_domain
 
-    kinds = {make_domain(c.domain, **c.params()).loss for c in suite.cases}
-    if "xent" in kinds:
-        return
-    for i, row in enumerate(suite.published):
-        if row.metric == "accuracy":
+    declared: list[str] | None = None
+    for case in suite.cases:
+        names = [m.name for m in make_domain(case.domain, **case.params()).metrics]
+        declared = names if declared is None else [n for n in declared if n in names]
+    known = declared or []
+    domain = suite.cases[0].domain if suite.cases else "?"
+    with_timing = ", ".join([*known, *TIMING_METRICS])
+    wheres = [
+        (f"published[{i}].metric", row.metric, with_timing) for i, row in enumerate(suite.published)
+    ]
+    if suite.target is not None:
+        wheres.append(("target.metric", suite.target.metric, ", ".join(known)))
+    for where, metric, accepted in wheres:
+        if metric not in TIMING_METRICS and metric not in known:
             raise _fail(
                 suite.path,
-                f"published[{i}].metric",
-                f"'accuracy' on the {suite.cases[0].domain} domain, which has no accuracy "
-                "(a regression: use 'loss')",
+                where,
+                f"{metric!r} is not a metric of the {domain} domain; accepted: {accepted}",
             )
-    if suite.target is not None and suite.target.metric == "accuracy":
-        raise _fail(
-            suite.path,
-            "target.metric",
-            f"'accuracy' on the {suite.cases[0].domain} domain, which has no accuracy (use 'loss')",
-        )
 
 
 def _number(value: Any) -> bool:
@@ -636,7 +637,7 @@ def _published(
         where = f"published[{i}]"
         _check_fields(path, where, row, PUBLISHED_FIELDS)
         missing = [k for k in ("source", "case", "metric", "value") if k not in row]
-        if row.get("metric") in ("accuracy", "loss") and "after_runs" not in row:
+        if row.get("metric") not in TIMING_METRICS and "after_runs" not in row:
             missing.append("after_runs")
         if missing:
             raise _fail(path, where, f"missing {', '.join(missing)}")
@@ -644,9 +645,13 @@ def _published(
             if key in row and (not isinstance(row[key], str) or not row[key]):
                 raise _fail(path, f"{where}.{key}", f"must be a non-empty string, got {row[key]!r}")
         metric = row["metric"]
-        if metric not in PUBLISHED_METRICS:
-            accepted = ", ".join(map(repr, PUBLISHED_METRICS))
-            raise _fail(path, f"{where}.metric", f"{metric!r} is not one of {accepted}")
+        if not isinstance(metric, str) or not metric:
+            accepted = ", ".join(TIMING_METRICS)
+            raise _fail(
+                path,
+                f"{where}.metric",
+                f"must be {accepted} or a metric the domain declares, got {metric!r}",
+            )
         if row["case"] not in known:
             raise _fail(
                 path,
@@ -702,9 +707,12 @@ def _target(path: Path, data: dict[str, Any], preset: dict[str, Any], scale: str
     missing = [k for k in ("metric", "value") if k not in raw]
     if missing:
         raise _fail(path, where, f"missing {', '.join(missing)}")
-    if raw["metric"] not in TARGET_METRICS:
-        accepted = ", ".join(map(repr, TARGET_METRICS))
-        raise _fail(path, f"{where}.metric", f"{raw['metric']!r} is not one of {accepted}")
+    if not isinstance(raw["metric"], str) or raw["metric"] in TIMING_METRICS:
+        raise _fail(
+            path,
+            f"{where}.metric",
+            f"must be a validation metric the domain declares, got {raw['metric']!r}",
+        )
     if not _number(raw["value"]):
         raise _fail(path, f"{where}.value", f"must be a number, got {raw['value']!r}")
     return Target(raw["metric"], float(raw["value"]))

@@ -81,8 +81,8 @@ def test_suite_case(
             "train_loss_sum": float(np.mean(last.loss_sums[:, -1])),
             "train_accuracy": float(np.mean(last.accuracies[:, -1])),
             "diverged": bool(last.diverged),
-            "validation_loss_by_step": result.get("loss_by_step"),
-            "validation_accuracy_by_step": result.get("accuracy_by_step"),
+            "metrics": [m.as_record() for m in config.domain.metrics],
+            **{f"validation_{k}": v for k, v in result.items() if k.endswith("_by_step")},
             **provenance,
         }
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 
+from dmaml_core.metrics import NEGATIVE_RETURN, RETURN, Metric
 from dmaml_core.rl.dynamics import NAV2D_HORIZON, POINT_HORIZON, Difficulty, NavDynamics
 from dmaml_core.types import Activation, LossKind, NavTasks
 
@@ -46,6 +47,7 @@ class Navigation:
     name: ClassVar[str] = "navigation"
     # Unused (the RL learner defines its own policy-gradient losses); present for ``Domain``.
     loss: ClassVar[LossKind] = "mse"
+    metrics: ClassVar[tuple[Metric, ...]] = (RETURN, NEGATIVE_RETURN)  # the first is the primary
 
     def __post_init__(self) -> None:
         if self.env not in ("point", "nav2d"):

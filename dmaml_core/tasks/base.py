@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from dmaml_core.metrics import Metric
 from dmaml_core.types import LossKind
 
 if TYPE_CHECKING:  # models import TensorFlow: domains stay importable without it
@@ -22,6 +23,11 @@ class Domain(Protocol):
 
     @property
     def loss(self) -> LossKind: ...
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """What validation reports (dmaml_core/metrics.py); the first is the one compared."""
+        ...
 
     def __hash__(self) -> int: ...
 

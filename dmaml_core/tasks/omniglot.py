@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar, Literal, NamedTuple
 import numpy as np
 
 from dmaml_core.files import atomic_write_bytes
+from dmaml_core.metrics import CLASSIFICATION, Metric
 from dmaml_core.tasks.base import Split, check_few_shot
 from dmaml_core.types import LossKind, Tasks
 
@@ -488,6 +489,7 @@ class Omniglot:
 
     name: ClassVar[str] = "omniglot"
     loss: ClassVar[LossKind] = "xent"
+    metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION  # the first is the primary
 
     def __post_init__(self) -> None:
         check_few_shot(self.n_way, self.k_shot, self.k_query)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from dmaml_core.metrics import CLASSIFICATION, Metric
 from dmaml_core.tasks.base import Split, check_few_shot
 from dmaml_core.types import LossKind, Tasks
 
@@ -32,6 +33,7 @@ class RandomImages:
 
     name: ClassVar[str] = "random_images"
     loss: ClassVar[LossKind] = "xent"
+    metrics: ClassVar[tuple[Metric, ...]] = CLASSIFICATION  # the first is the primary
 
     def __post_init__(self) -> None:
         check_few_shot(self.n_way, self.k_shot, self.k_query)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from dmaml_core.metrics import REGRESSION, Metric
 from dmaml_core.tasks.base import Split
 from dmaml_core.types import LossKind, Tasks
 
@@ -34,6 +35,7 @@ class Sinusoid:
 
     name: ClassVar[str] = "sinusoid"
     loss: ClassVar[LossKind] = "mse"
+    metrics: ClassVar[tuple[Metric, ...]] = REGRESSION  # the first is the primary
 
     def __post_init__(self) -> None:
         if self.k_support < 1 or self.k_query < 1:

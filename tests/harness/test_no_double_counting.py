@@ -262,7 +262,7 @@ def test_accuracy_on_a_regression_domain_is_refused_at_dry_run(
     tiny_suite.write_text(text.replace("[domain]", table + "[domain]", 1))
     code, _, err = run_cli(capsys, "run", str(tiny_suite), "--scale", "smoke", "--dry-run")
     line = one_clear_line(err)
-    assert code == 2 and field in line and "no accuracy" in line
+    assert code == 2 and field in line and "not a metric of the sinusoid domain" in line
 
 
 def test_a_record_before_its_case_start_is_counted_and_named(finished: Path) -> None:

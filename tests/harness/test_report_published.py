@@ -130,7 +130,7 @@ def test_published_vs_ours_verdicts(results: report.Results) -> None:
 
 
 def test_paper_format_tables_under_both_rules(results: report.Results) -> None:
-    paper, honest = published.paper_tables(results, "loss")
+    paper, honest = published.paper_tables(results, report.quality_metric(results))
     assert [r["W"] for r in paper] == [1, 2] and list(paper[0]) == [
         "W", "case", "0 runs", "2 runs", "4 runs",
     ]  # fmt: skip
@@ -172,12 +172,49 @@ def test_a_target_reached_at_the_first_checkpoint_takes_no_time(tmp_path: Path) 
     assert row["wall_s"] == 0.0 and row["runs"] == 0.0 and row["reached"] == "3/3 seeds"
 
 
-def test_accuracy_target_not_reached_is_no_crash(tmp_path: Path) -> None:
+def test_a_target_on_a_metric_the_domain_lacks_is_not_compared(tmp_path: Path) -> None:
+    """An older folder's accuracy target on the sinusoid (a suite refuses it now): the stored
+    accuracy zeros are no metric of the domain, so nothing is "reached" or "not reached"."""
     results = make_results(tmp_path, {"target": {"metric": "accuracy", "value": 0.9}})
     rows = published.time_to_target_rows(results)
-    assert [r["reached"] for r in rows] == ["not reached (best 0)"] * 2
+    assert [r["reached"] for r in rows] == ["not comparable: the domain declares no 'accuracy'"] * 2
     assert published.time_to_target_figure(results) is None
-    assert "not reached" in report.render(results, 1000)
+    assert "not comparable" in report.render(results, 1000)
+
+
+RETURN = {"name": "return", "unit": "mean return", "higher_is_better": True, "source": "score"}
+NEG_RETURN = {"name": "loss", "unit": "minus return", "higher_is_better": False, "source": "loss"}
+
+
+def test_the_declared_metric_and_its_direction_drive_the_report(tmp_path: Path) -> None:
+    """A domain declaring a return (higher is better) as its primary metric: the report compares
+    on it, a target on it is reached at or above its value, and no accuracy appears."""
+    folder = RunFolder.create(tmp_path / "results", "rl", "smoke")
+    target = {"metric": "return", "value": -15}
+    manifest = {"suite": "rl", "scale": "smoke", "baseline": W1, "cases": [W1], "plan": PLAN,
+                "labels": [], "status": "complete", "target": target}  # fmt: skip
+    folder.write_manifest(manifest)
+    base = {"case_id": W1, "seed": 0, "attempt": 0}
+    start = {"case": {**case_config(1), "domain": "navigation"}, "metrics": [RETURN, NEG_RETURN]}
+    folder.append({**base, "kind": "case_start", **start})
+    for done, ret in ((0, -30.0), (2, -20.0), (4, -10.0)):
+        fields = {"return_by_step": [-40.0, ret], "return_final_per_task": [ret - 1, ret + 1],
+                  "loss_by_step": [40.0, -ret],
+                  "loss_final_per_task": [1 - ret, -1 - ret]}  # fmt: skip
+        folder.append({**base, "kind": "validation", "after_runs": done, **fields})
+        if done < 4:
+            for run in (done, done + 1):
+                folder.append({**base, "kind": "run", "run_index": run, "warmup": run == 0,
+                               "wall_s": 1.0, "projected_s": 1.0})  # fmt: skip
+    (results,) = report.load([folder])
+    metric = report.quality_metric(results)
+    assert (metric.name, metric.higher_is_better) == ("return", True)
+    assert published.target_text(results) == "validation return >= -15"
+    (row,) = published.time_to_target_rows(results)
+    assert row["reached"] == "1/1 seeds"  # -20 at run 2, -10 at run 4: crossed in between
+    assert row["runs"] == pytest.approx(3.0)
+    text = report.render(results, 1000)
+    assert "return" in text and "accuracy" not in text
 
 
 def test_write_makes_the_new_tables_and_plots(results: report.Results, tmp_path: Path) -> None:
@@ -320,7 +357,7 @@ def test_a_diverged_case_is_named_not_compared(tmp_path: Path) -> None:
     # reached at checkpoint 2, before the divergence: counted, and the divergence noted
     assert row["reached"] == "1/1 seeds" and row["notes"].endswith("diverged in seed 0")
     assert "first checkpoint after run 0" in row["notes"]  # 0.7 at 2 runs: past 0.8 already
-    paper, honest = published.paper_tables(results, "loss")
+    paper, honest = published.paper_tables(results, report.quality_metric(results))
     assert paper[0]["4 runs"] == honest[0]["4 runs"] == "diverged in 1/1 seeds"
 
 

@@ -4,6 +4,8 @@ import pytest
 
 from harness.suite import SuiteError, available, load_suite
 
+ROOT = Path(__file__).resolve().parents[2]
+
 GOOD = """
 name = "tiny"
 description = "a tiny suite"
@@ -89,3 +91,18 @@ def test_unknown_scale_and_suite(tmp_path: Path) -> None:
 def test_shipped_suites_are_valid_at_every_scale(name: str, scale: str) -> None:
     suite = load_suite(name, scale)
     assert suite.cases and suite.plan.seeds
+
+
+def test_targets_and_published_rows_use_the_metrics_the_domain_declares(tmp_path: Path) -> None:
+    """Navigation declares a return (higher is better) and a loss, no accuracy: a target on its
+    return loads, one on accuracy is refused naming the field and what the domain accepts."""
+    text = (ROOT / "suites" / "navigation.toml").read_text()
+    path = tmp_path / "nav.toml"
+    path.write_text(text + '\n[target]\nmetric = "return"\nvalue = -20.0\n')
+    assert load_suite(path, "smoke").target is not None
+    path.write_text(text + '\n[target]\nmetric = "accuracy"\nvalue = 0.9\n')
+    with pytest.raises(SuiteError) as err:
+        load_suite(path, "smoke")
+    assert str(err.value).endswith(
+        "target.metric: 'accuracy' is not a metric of the navigation domain; accepted: return, loss"
+    )
