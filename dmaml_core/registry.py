@@ -8,17 +8,18 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar, Union
 
+from dmaml_core.plugins import resolve
+
 T = TypeVar("T")
 
 
 def build(kind: str, registry: Mapping[str, Callable[..., T]], name: str, params: Any) -> T:
-    """``registry[name](**params)``; an unknown name lists the known ones, and a parameter the
+    """``registry[name](**params)``, or the plug-in ``name`` stands for (dmaml_core/plugins.py);
+    an unknown name lists the known ones, and a parameter the
     constructor does not take, or of the wrong type, becomes a ``ValueError`` naming ``kind`` and
     ``name``. Dataclass fields are type-checked against their annotations first (TOML gives
     ``2.5`` for an int field or a list for a tuple), so a bad value fails here, not mid-run."""
-    if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}")
-    constructor = registry[name]
+    constructor = resolve(kind, name, registry)  # a built-in, module:Class or an entry point
     if dataclasses.is_dataclass(constructor) and isinstance(constructor, type):
         params = checked_params(kind, name, constructor, dict(params))
     try:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
+from dmaml_core.plugins import check_weight_generator
 from dmaml_core.registry import build
 
 NumpyWeights = list[np.ndarray]
@@ -159,4 +160,8 @@ def generator_state(generator: WeightGenerator) -> dict[str, Any]:
 
 
 def make_weight_generator(name: str, **params: Any) -> WeightGenerator:
-    return build("weight generator", WEIGHT_GENERATORS, name, params)
+    """A built-in merge rule by name, or a plug-in (``module:Class`` or an entry point of group
+    ``dmaml_bench.weight_generators``), checked against the protocol."""
+    generator = build("weight generator", WEIGHT_GENERATORS, name, params)
+    check_weight_generator(name, generator)
+    return generator

@@ -138,7 +138,7 @@ def _resume_folder(
                 f"({'; '.join(changes)}); start a new sweep (run without --resume) instead of "
                 "mixing them"
             )
-        changed = _code_and_data_changes(args, manifest, folder, data)
+        changed = _code_and_data_changes(args, suite, manifest, folder, data)
         planned = {(c.case_id, seed) for c in suite.cases for seed in suite.plan.seeds}
         if planned <= finished_case_seeds(folder.records()):
             print(
@@ -156,6 +156,7 @@ def _resume_folder(
 
 def _code_and_data_changes(
     args: argparse.Namespace,
+    suite: Suite,
     manifest: dict[str, Any],
     folder: RunFolder,
     data: list[dict[str, Any]],
@@ -177,6 +178,15 @@ def _code_and_data_changes(
         if not args.allow_code_change:
             raise StoreError(f"{folder.path}: {what}; rerun with --allow-code-change to mix them")
         changed.append(what)
+    old_plugins = {p["name"]: p.get("sha256") for p in manifest.get("plugins", [])}
+    for plugin in plugin_provenance(suite) if "plugins" in manifest else []:
+        if old_plugins.get(plugin["name"]) != plugin.get("sha256"):
+            what = f"plug-in {plugin['name']} changed: its file {plugin['file']} has another hash"
+            if not args.allow_code_change:
+                raise StoreError(
+                    f"{folder.path}: {what}; rerun with --allow-code-change to mix them"
+                )
+            changed.append(what)
     old_data = {json.dumps(d, sort_keys=True) for d in manifest.get("data", [])}
     new_data = {json.dumps(d, sort_keys=True) for d in data}
     if "data" in manifest and old_data != new_data:
@@ -233,12 +243,26 @@ def _new_manifest(suite: Suite, data: list[dict[str, Any]]) -> dict[str, Any]:
         "published": [row.as_dict() for row in suite.published],
         "target": suite.target.as_dict() if suite.target else None,
         "data": data,
+        "plugins": plugin_provenance(suite),
         "machine": machine_info(),
         "started": started,
         "status": "running",
         "command": sys.argv,
         "events": [{"event": "started", "at": started, "command": sys.argv}],
     }
+
+
+def plugin_provenance(suite: Suite) -> list[dict[str, Any]]:
+    """Module, class, file hash and version of every plug-in the suite names (none: [])."""
+    from dmaml_core.plugins import provenance
+    from dmaml_core.tasks import DOMAINS
+    from dmaml_core.weight_generators import WEIGHT_GENERATORS
+
+    named = {("domain", c.domain) for c in suite.cases}
+    named |= {("weight generator", c.weight_generator) for c in suite.cases}
+    registries: dict[str, Any] = {"domain": DOMAINS, "weight generator": WEIGHT_GENERATORS}
+    found = (provenance(kind, name, registries[kind]) for kind, name in sorted(named))
+    return [record for record in found if record is not None]
 
 
 def _run_locked(

@@ -68,7 +68,8 @@ class Case:
         extras = [
             f"k{self.inner_steps}" if self.inner_steps != 1 else "",
             f"o{self.order}",
-            self.weight_generator if self.weight_generator != "plain" else "",
+            # a plug-in's class name (module:Class): no colon in folder names
+            self.weight_generator.rpartition(":")[2] if self.weight_generator != "plain" else "",
             f"g{self.g:g}" if self.weight_generator == "weighted" else "",
             "tp" if self.mode == "task_parallel" else "",
             self.backend if self.backend != "serial" else "",
@@ -95,6 +96,18 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "aggregation": ("sum", "mean"),
     "weight_generator": ("plain", "loss_median", "weighted", "loss_moving_average"),
 }
+# fields that may name a plug-in (dmaml_core/plugins.py), checked when the suite is loaded
+PLUGGABLE = {"weight_generator": "weight generator"}
+
+
+def _plugin(key: str, value: Any) -> bool:
+    from dmaml_core.plugins import entry_point_names, is_import_path
+
+    if key not in PLUGGABLE or not isinstance(value, str):
+        return False
+    return is_import_path(value) or value in entry_point_names(PLUGGABLE[key])
+
+
 MINIMUM = {
     "workers": 1,
     "epochs": 1,
@@ -307,9 +320,10 @@ def _check_value(path: Path, where: str, key: str, raw: Any) -> Any:
         raise _fail(path, where, f"{key} must be {expected.__name__}, got {value!r}")
     if expected is float and not math.isfinite(value):
         raise _fail(path, where, f"{key} must be a finite number, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
+    if key in CHOICES and value not in CHOICES[key] and not _plugin(key, value):
         accepted = ", ".join(map(repr, CHOICES[key]))
-        raise _fail(path, where, f"{key} = {value!r} is not one of {accepted}")
+        also = " or a plug-in as module:Class" if key in PLUGGABLE else ""
+        raise _fail(path, where, f"{key} = {value!r} is not one of {accepted}{also}")
     if key in MINIMUM and value < MINIMUM[key]:
         raise _fail(path, where, f"{key} must be >= {MINIMUM[key]}, got {value!r}")
     _check_maximum(path, where, key, value)
@@ -732,6 +746,13 @@ def _check_domains(path: Path, scale: str, cases: list[Case]) -> None:
                 make_domain(case.domain, **case.params())
             except ValueError as err:
                 raise _fail(path, f"domain (scale {scale})", str(err)) from None
+        if case.weight_generator not in CHOICES["weight_generator"]:  # a plug-in: load it now
+            from dmaml_core.weight_generators import make_weight_generator
+
+            try:
+                make_weight_generator(case.weight_generator)
+            except ValueError as err:
+                raise _fail(path, f"case {case.case_id}: weight_generator", str(err)) from None
         if case.mode == "task_parallel" and case.tasks < case.workers:
             raise _fail(
                 path,

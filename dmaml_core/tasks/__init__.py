@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dmaml_core.plugins import check_domain
 from dmaml_core.registry import build
 from dmaml_core.rl.domain import Navigation
 from dmaml_core.tasks.base import Domain
@@ -23,4 +24,8 @@ DOMAINS: dict[str, Callable[..., Domain]] = {
 
 
 def make_domain(name: str, **params: Any) -> Domain:
-    return build("domain", DOMAINS, name, params)
+    """A built-in domain by name, or a plug-in (``module:Class`` or an entry point of group
+    ``dmaml_bench.domains``), checked against the domain protocol."""
+    domain = build("domain", DOMAINS, name, params)
+    check_domain(name, domain)
+    return domain
