@@ -22,7 +22,14 @@ from typing import Any
 from dmaml_core.layouts import check_layout_env
 from harness.data_source import describe_data
 from harness.machine import git_info
-from harness.store import FolderLock, RunFolder, StoreError, find_folders, finished_case_seeds
+from harness.store import (
+    FolderLock,
+    RunFolder,
+    StoreError,
+    find_folders,
+    finished_case_seeds,
+    write_json_atomic,
+)
 from harness.suite import (
     NOT_IN_SIGNATURE,
     SCALES,
@@ -484,6 +491,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _case_seed_folder(path: str) -> RunFolder:
+    if not (Path(path) / "manifest.json").is_file():
+        raise StoreError(f"{path}: not a results folder (no manifest.json)")
+    return RunFolder(Path(path))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness import evaluate
+
+    for name in ("tasks", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SuiteError(f"--{name} must be >= 1, got {value}")
+    folder = _case_seed_folder(args.folder)
+    result = evaluate.evaluate(folder, args.case, args.seed, args.tasks, args.steps, args.task_seed)
+    print(evaluate.render(result))
+    if args.out:
+        write_json_atomic(Path(args.out), result)
+        print(f"written: {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness import evaluate
+
+    spec = evaluate.export(_case_seed_folder(args.folder), args.case, args.seed, Path(args.out))
+    print(
+        f"written: {args.out} ({len(spec['shapes'])} arrays, {spec['network']}, "
+        f"after {spec['runs_done']} runs)"
+    )
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.regression import check
 
@@ -677,6 +717,29 @@ def parser() -> argparse.ArgumentParser:
     cmp_.add_argument("b", help="results folder B")
     cmp_.add_argument("--out", help="also write the comparison to this file")
     cmp_.set_defaults(func=cmd_compare)
+
+    for name, help_text in (
+        ("evaluate", "adapt a case-seed's final weights on validation tasks: its metrics, ci95"),
+        ("export", "write a case-seed's final weights as a plain .npz with the network's spec"),
+    ):
+        use = sub.add_parser(name, parents=[common], help=help_text)
+        use.add_argument("folder", help="a results folder (results/local/<suite>/<scale>-<time>)")
+        use.add_argument("--case", required=True, help="case id (see the folder's report)")
+        use.add_argument("--seed", type=int, required=True, help="training seed")
+        if name == "evaluate":
+            use.add_argument("--tasks", type=int, help="validation tasks (default: the plan's)")
+            use.add_argument("--steps", type=int, help="inner steps (default: the plan's)")
+            use.add_argument(
+                "--task-seed",
+                type=int,
+                help="draw the tasks from this seed (default: the run's held-out stream, so the "
+                "result equals the last validation of the run)",
+            )
+            use.add_argument("--out", help="also write the result as JSON here")
+            use.set_defaults(func=cmd_evaluate)
+        else:
+            use.add_argument("--out", required=True, help="the .npz file to write")
+            use.set_defaults(func=cmd_export)
 
     chk = sub.add_parser(
         "check", parents=[common], help="throughput regression gate against a committed baseline"

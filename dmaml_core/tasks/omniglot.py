@@ -46,7 +46,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Literal, NamedTuple
@@ -247,6 +247,22 @@ def _decode(path: Path, member: str, data: bytes, size: int, resample: Resample)
     if size != SOURCE_SIZE:
         grey = grey.resize((size, size), resample=method)
     return 255 - np.asarray(grey, dtype=np.uint8)  # invert: strokes (black in the PNG) -> high
+
+
+def prepare_images(
+    images: Sequence[Path | str | bytes], image_size: int = 28, resample: Resample = "lanczos"
+) -> np.ndarray:
+    """Omniglot-style PNGs (paths or bytes, 105x105) as the domain's tasks hold them: grey,
+    resized with ``resample`` to ``image_size`` as the training cache was, inverted (strokes
+    high), float32 in [0, 1], shape [N, image_size, image_size, 1]. Use it to feed outside
+    images to weights trained here (``python -m harness export``), with the domain's settings."""
+    out = []
+    for i, item in enumerate(images):
+        data = item if isinstance(item, bytes) else Path(item).read_bytes()
+        where = Path(item) if not isinstance(item, bytes) else Path(f"<image {i}>")
+        out.append(_decode(where, where.name, data, image_size, resample))
+    stacked = np.stack(out) if out else np.zeros((0, image_size, image_size), np.uint8)
+    return stacked[..., None].astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def read_set(path: Path, size: int, resample: Resample) -> RawCharacters:

@@ -354,3 +354,19 @@ def test_sampled_tasks_fit_the_model(tiny_omniglot: Path, tmp_path: Path) -> Non
     losses, accuracy = task_losses(model, domain.loss, weights, tasks.query_x, tasks.query_y)
     assert losses.shape == (3,) and np.isfinite(losses.numpy()).all()
     assert ((accuracy.numpy() >= 0) & (accuracy.numpy() <= 1)).all()
+
+
+def test_prepare_images_gives_what_the_tasks_hold(tiny_omniglot: Path, tmp_path: Path) -> None:
+    """Every image a task holds is an archive PNG through ``prepare_images`` (rotated where the
+    split adds rotations): outside images fed to exported weights look like training's."""
+    pngs = []
+    for name in ("images_background.zip", "images_evaluation.zip"):
+        with zipfile.ZipFile(tiny_omniglot / name) as archive:
+            pngs += [archive.read(m) for m in archive.namelist() if m.endswith(".png")]
+    prepared = omniglot.prepare_images(pngs)
+    assert prepared.shape == (len(pngs), 28, 28, 1) and prepared.dtype == np.float32
+    rotations = [np.rot90(prepared, k, axes=(1, 2)) for k in range(4)]
+    known = {image.tobytes() for rotated in rotations for image in rotated}
+    tasks = tiny(tiny_omniglot, tmp_path).sample(np.random.default_rng(0), 4)
+    for image in np.asarray(tasks.support_x).reshape(-1, 28, 28, 1):
+        assert image.tobytes() in known
