@@ -39,6 +39,7 @@ from harness.suite import (
     load_suite,
     resolve,
     signature_changes,
+    with_overrides,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +66,30 @@ def _check_environment() -> None:
         raise SuiteError(f"DMAML_DATA={data}: no such folder (unset it, or point it at the data)")
 
 
+SCALE_HELP = (
+    "smoke: seconds (CI); quick: minutes (default); paper: full fidelity; or a scale the suite "
+    "defines under [scales]"
+)
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    """``--seeds 0,1,2`` as a list (None: the scale's own)."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SuiteError(
+            f"--seeds {text!r}: give integers separated by commas, e.g. 0,1,2"
+        ) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     # Everything a user can get wrong is checked before TensorFlow is imported and before a
     # results folder exists: the suite (domains included), the data, the folder's lock.
     suite = load_suite(resolve(args.suite, args.suites), args.scale)
+    overrides = {"cases": args.cases, "seeds": _seeds(args.seeds), "backend": args.backend}
+    suite = with_overrides(suite, args.cases, overrides["seeds"], args.backend)
     _check_environment()
     if args.worker_timeout is not None:
         if not (args.worker_timeout > 0 and math.isfinite(args.worker_timeout)):
@@ -93,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{suite.name} ({suite.scale}) is valid: {len(suite.cases)} case(s) x "
             f"{len(suite.plan.seeds)} seed(s) x (1 warm-up + {suite.plan.runs}) runs; data: "
             + "; ".join(d.get("path", d.get("source", "?")) for d in data)
+            + "".join(f"; --{k} {v}" for k, v in overrides.items() if v)
         )
         return 0
     if args.ray_address:
@@ -107,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         folder = RunFolder.create(root, suite.name, suite.scale)
         lock = folder.lock()
         manifest = _new_manifest(suite, data)
+        manifest["overrides"] = {k: v for k, v in overrides.items() if v}
     with lock:
         return _run_locked(args, suite, folder, manifest)
 
@@ -571,11 +594,22 @@ def parser() -> argparse.ArgumentParser:
         help=f"suite name (see `list`) or a .toml path (default: {DEFAULT_SUITE})",
     )
     run.add_argument("--suites", action="append", default=[], metavar="DIR", help=SUITES_HELP)
+    run.add_argument("--scale", default="quick", help=SCALE_HELP)
     run.add_argument(
-        "--scale",
-        choices=SCALES,
-        default="quick",
-        help="smoke: seconds (CI); quick: minutes (default); paper: full fidelity",
+        "--cases",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only the cases whose id matches this glob, e.g. 'w4-*' (repeatable; the baseline "
+        "case must be among them); recorded, and a resume with others is refused",
+    )
+    run.add_argument(
+        "--seeds", metavar="LIST", help="these seeds instead of the scale's, e.g. 0,1,2 (recorded)"
+    )
+    run.add_argument(
+        "--backend",
+        choices=("serial", "processes", "ray"),
+        help="run every case on this backend instead of the suite's (recorded)",
     )
     run.add_argument(
         "--resume",
@@ -643,7 +677,7 @@ def parser() -> argparse.ArgumentParser:
         help="estimate wall time and peak memory of a suite before running it",
     )
     pln.add_argument("suite", nargs="?", default=DEFAULT_SUITE, help="suite name or .toml path")
-    pln.add_argument("--scale", choices=SCALES, default="quick")
+    pln.add_argument("--scale", default="quick", help=SCALE_HELP)
     pln.add_argument("--suites", action="append", default=[], metavar="DIR", help=SUITES_HELP)
     pln.add_argument(
         "--cores", type=int, help="project for this many cores (default: this machine's)"

@@ -9,6 +9,7 @@ value of one axis at a time, the rest at baseline. See ``suites/README.md`` for 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -265,6 +266,45 @@ CALIBRATION_SECONDS = (0.01, 10.0)
 DRIFT_THRESHOLD = (1.01, 10.0)
 
 
+def with_overrides(
+    suite: Suite,
+    cases: Sequence[str] = (),
+    seeds: Sequence[int] | None = None,
+    backend: str | None = None,
+) -> Suite:
+    """The suite narrowed to the cases matching any of the ``cases`` glob patterns (on case ids),
+    run with ``seeds`` and on ``backend`` instead of its own: what `run --cases/--seeds/--backend`
+    runs. The result's signature says so, so a resume with other overrides is refused."""
+    chosen = list(suite.cases)
+    if cases:
+        chosen = [c for c in chosen if any(fnmatch.fnmatchcase(c.case_id, p) for p in cases)]
+        if not chosen:
+            known = ", ".join(c.case_id for c in suite.cases)
+            raise SuiteError(
+                f"--cases {' '.join(cases)}: matches no case of {suite.name} ({known})"
+            )
+        if suite.baseline not in {c.case_id for c in chosen}:
+            raise SuiteError(
+                f"--cases {' '.join(cases)}: leaves out the baseline case {suite.baseline} that "
+                "every comparison is against; add it"
+            )
+    baseline_index = [c.case_id for c in chosen].index(suite.baseline)
+    if backend is not None:
+        if backend not in CHOICES["backend"]:
+            accepted = ", ".join(CHOICES["backend"])
+            raise SuiteError(f"--backend {backend!r} is not one of {accepted}")
+        chosen = [replace(c, backend=backend) for c in chosen]
+    ids = [c.case_id for c in chosen]
+    if len(set(ids)) != len(ids):
+        raise SuiteError(f"--backend {backend}: two cases would share a case id")
+    plan = suite.plan
+    if seeds is not None:
+        if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise SuiteError(f"--seeds {seeds}: give distinct integers >= 0, e.g. --seeds 0,1")
+        plan = replace(plan, seeds=tuple(seeds))
+    return replace(suite, cases=tuple(chosen), baseline=ids[baseline_index], plan=plan)
+
+
 def signature_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two ``Suite.signature()`` dicts (empty: same plan)."""
     changes = []
@@ -515,8 +555,11 @@ def load_suite(source: str | Path, scale: str = "smoke", *, published: bool = Tr
     ``published=False`` leaves out the ``published`` rows and the ``target`` (used to learn the
     case ids of the other scales, which the published rows may name)."""
     path = resolve(source)
-    if scale not in SCALES:
-        raise SuiteError(f"unknown scale {scale!r}; accepted: {', '.join(SCALES)}")
+    if not SUITE_NAME.fullmatch(scale) or scale in (".", ".."):
+        raise SuiteError(
+            f"scale {scale!r}: letters, digits, '_', '.' and '-' only (it names the results "
+            "folder); smoke, quick, paper or one the suite defines under [scales]"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
@@ -641,7 +684,7 @@ def _published(
     scales = data.get("scales", {})
     known = set(ids)
     for other in scales:
-        if other != scale and other in SCALES:
+        if other != scale and isinstance(other, str) and SUITE_NAME.fullmatch(other):
             with contextlib.suppress(SuiteError):  # its own error shows when it is loaded
                 known |= {c.case_id for c in load_suite(path, other, published=False).cases}
     paper = scales.get("paper", {}) if isinstance(scales.get("paper"), dict) else {}
