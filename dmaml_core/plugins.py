@@ -120,6 +120,12 @@ def check_domain(name: str, domain: Any) -> None:
             problems.append("metrics must declare the query loss (name 'loss', source 'loss')")
         if not (callable(domain.model) and callable(domain.sample)):
             problems.append("model and sample must be methods")
+        else:
+            try:  # training calls sample(rng, n_tasks); validation adds split="test"
+                inspect.signature(domain.sample).bind(None, 1)
+                inspect.signature(domain.sample).bind(None, 1, "test")
+            except TypeError:
+                problems.append("sample must take (rng, n_tasks, split='train')")
         try:
             hash(domain)
         except TypeError:

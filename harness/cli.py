@@ -850,7 +850,27 @@ def describe_failure(err: BaseException) -> tuple[int, str]:
         return 1, text
     if isinstance(err, RuntimeError):
         return 1, text
+    plugin = _plugin_frame(err)
+    if plugin:  # a bug in the user's plug-in, not in the harness
+        what = f"{type(err).__name__}: {text}"
+        return 1, f"plug-in code failed at {plugin} ({what}); --debug shows the traceback"
     return 1, f"{INTERNAL} ({type(err).__name__}: {text}); please report it"
+
+
+def _plugin_frame(err: BaseException) -> str:
+    """'FILE:LINE' of the innermost frame of ``err`` in code that is neither this project nor
+    Python's or an installed library's ('' when there is none): where a plug-in failed."""
+    import sysconfig
+
+    ours = Path(__file__).resolve().parents[1]
+    libraries = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib", "platlib")}
+    for frame in reversed(traceback.extract_tb(err.__traceback__)):
+        path = Path(frame.filename).resolve()
+        if any(path.is_relative_to(lib) for lib in libraries) or frame.filename.startswith("<"):
+            continue
+        in_project = any(path.is_relative_to(ours / pkg) for pkg in ("dmaml_core", "harness"))
+        return "" if in_project else f"{frame.filename}:{frame.lineno}"
+    return ""
 
 
 def _filename(err: OSError) -> str:

@@ -188,3 +188,27 @@ def test_an_error_inside_the_plugin_module_is_one_line(
     code, _, err = run_cli(capsys, "run", str(suite), "--scale", "smoke", "--dry-run")
     line = one_clear_line(err)
     assert code == 2 and "RuntimeError: boom" in line
+
+
+def test_a_sample_without_a_default_split_is_refused(plugin_dir: Path) -> None:
+    """Training calls sample(rng, n_tasks): a split without a default would fail mid-run."""
+    (plugin_dir / "nosplit.py").write_text(GOOD.replace('split="train"):', "split):"))
+    with pytest.raises(PluginError, match="sample must take"):
+        make_domain("nosplit:Line")
+    sys.modules.pop("nosplit", None)
+
+
+def test_a_bug_in_plugin_code_is_named_as_such(
+    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plug-in that fails mid-run (here its sampler) is reported at its own file and line, not
+    as an internal error of the harness."""
+    broken = GOOD.replace("slope = rng.uniform", "slope = rng.uniformly")
+    (plugin_dir / "buggy.py").write_text(broken)
+    suite = write_suite(tmp_path, domain="buggy:Line", generator="plain")
+    code, _, err = run_cli(capsys, "run", str(suite), "--scale", "smoke", "--quiet",
+                           "--results-dir", str(tmp_path / "results"))  # fmt: skip
+    line = err.strip().splitlines()[-1]  # after "results so far kept in ..."
+    assert code == 1 and "error: plug-in code failed at" in line and "buggy.py:" in line, err
+    assert "AttributeError" in line and "internal error" not in line
+    sys.modules.pop("buggy", None)
