@@ -16,7 +16,7 @@ from dmaml_core.backends import Backend, WorkerError
 from dmaml_core.backends.base import WorkerLost
 from dmaml_core.dmaml import CentralLearner, RunRecord, TaskParallelLearner
 from dmaml_core.maml import MamlConfig
-from dmaml_core.metrics import metric_fields
+from dmaml_core.metrics import Metric, metric_fields
 from dmaml_core.tasks import make_domain
 from dmaml_core.weight_generators import make_weight_generator
 from dmaml_core.worker import WorkerConfig, compiled_maml
@@ -129,8 +129,12 @@ def build(
     return learner, config, backend
 
 
-def run_fields(case: Case, record: RunRecord, meter: RunMeter) -> dict[str, Any]:
-    """The measurement fields of one run, with units in the names."""
+def run_fields(
+    case: Case, record: RunRecord, meter: RunMeter, metrics: tuple[Metric, ...] = ()
+) -> dict[str, Any]:
+    """The measurement fields of one run, with units in the names; the training score (the last
+    inner step's mean over the tasks) under the name of the domain's score metric, where it
+    declares one (accuracy, return); a regression has none."""
     measured = meter.result
     assert measured is not None
     wall = measured.wall_s
@@ -164,7 +168,9 @@ def run_fields(case: Case, record: RunRecord, meter: RunMeter) -> dict[str, Any]
         "gpu": measured.gpu,
         "loss_sums": record.loss_sums.tolist(),
         "loss_sum": float(np.mean(last_losses)),
-        "accuracy": float(np.mean(record.accuracies[:, -1])),
+        **{
+            m.name: float(np.mean(record.accuracies[:, -1])) for m in metrics if m.source == "score"
+        },
         "kept": list(record.kept),
         "diverged": bool(record.diverged or not np.all(np.isfinite(last_losses))),
         "tasks_per_s": tasks / wall,
@@ -251,7 +257,7 @@ def run_case_seed(
                 break
             with meter:
                 record = learner.run()
-            fields = run_fields(case, record, meter)
+            fields = run_fields(case, record, meter, config.domain.metrics)
             if done == first:
                 fields["driver_new_traces"] = _tracing_count(driver_learner) - traces_before
                 chosen = getattr(driver_learner, "layout", None)  # set where a step ran here

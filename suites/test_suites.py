@@ -79,7 +79,11 @@ def test_suite_case(
             "threads_per_worker": threads,
             "tasks_per_run": int(last.loss_sums.size) * case.tasks,
             "train_loss_sum": float(np.mean(last.loss_sums[:, -1])),
-            "train_accuracy": float(np.mean(last.accuracies[:, -1])),
+            **{  # the domain's training score (accuracy, return); a regression has none
+                f"train_{m.name}": float(np.mean(last.accuracies[:, -1]))
+                for m in config.domain.metrics
+                if m.source == "score"
+            },
             "diverged": bool(last.diverged),
             "metrics": [m.as_record() for m in config.domain.metrics],
             **{f"validation_{k}": v for k, v in result.items() if k.endswith("_by_step")},

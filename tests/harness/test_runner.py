@@ -31,6 +31,10 @@ def test_records_for_every_run_and_checkpoint(tiny_suite: Path, tmp_path: Path) 
     validation = [r for r in one if r["kind"] == "validation"]
     assert [v["after_runs"] for v in validation] == [0, 4]
     assert len(validation[0]["loss_by_step"]) == 2  # before and after 1 adaptation step
+    # only the metrics the sinusoid declares (a loss): no accuracy zeros, anywhere
+    assert one[0]["metrics"][0]["name"] == "loss" and len(one[0]["metrics"]) == 1
+    assert not any("accuracy" in key for r in one for key in r)
+    assert run["peak_rss_method"] in ("kernel", "sampled")
 
 
 def test_interrupted_sweep_resumes_without_repeating(tiny_suite: Path, tmp_path: Path) -> None:
