@@ -29,6 +29,25 @@ GROUPS = {
 }
 
 
+# Files and package folders of the plug-ins loaded in this process: a failure whose innermost
+# frame lies in one is the plug-in's, however it was installed (harness/cli.py says so)
+_ORIGINS: set[Path] = set()
+
+
+def _remember(found: Any) -> None:
+    module = sys.modules.get(getattr(found, "__module__", "") or "")
+    file = getattr(module, "__file__", None)
+    if file:
+        path = Path(file).resolve()
+        _ORIGINS.add(path.parent if path.name == "__init__.py" else path)
+
+
+def is_plugin_file(filename: str) -> bool:
+    """Whether ``filename`` belongs to a plug-in loaded in this process."""
+    path = Path(filename).resolve()
+    return any(path == origin or path.is_relative_to(origin) for origin in _ORIGINS)
+
+
 class PluginError(ValueError):
     """A plug-in that cannot be found, imported or used; the message is one line."""
 
@@ -95,6 +114,7 @@ def resolve(kind: str, name: str, builtins: Mapping[str, Callable[..., T]]) -> C
         raise PluginError(
             f"{kind} {name!r} is not a class or function (got {type(found).__name__})"
         )
+    _remember(found)
     return found  # type: ignore[no-any-return]
 
 

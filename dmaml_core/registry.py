@@ -31,7 +31,13 @@ def build(kind: str, registry: Mapping[str, Callable[..., T]], name: str, params
 def checked_params(kind: str, name: str, cls: type, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with lists turned into tuples where a field is a tuple, after checking every
     value against its field's annotation; unknown names are left for the constructor to refuse."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError) as err:  # e.g. a name imported only under TYPE_CHECKING
+        raise ValueError(
+            f"bad parameters for {kind} {name!r}: cannot read the field annotations of "
+            f"{cls.__qualname__} ({err})"
+        ) from None
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     out = dict(params)
     for key, value in params.items():

@@ -208,9 +208,9 @@ def _code_and_data_changes(
         if not args.allow_code_change:
             raise StoreError(f"{folder.path}: {what}; rerun with --allow-code-change to mix them")
         changed.append(what)
-    old_plugins = {p["name"]: p.get("sha256") for p in manifest.get("plugins", [])}
+    old_plugins = {(p["kind"], p["name"]): p.get("sha256") for p in manifest.get("plugins", [])}
     for plugin in plugin_provenance(suite) if "plugins" in manifest else []:
-        if old_plugins.get(plugin["name"]) != plugin.get("sha256"):
+        if old_plugins.get((plugin["kind"], plugin["name"])) != plugin.get("sha256"):
             what = f"plug-in {plugin['name']} changed: its file {plugin['file']} has another hash"
             if not args.allow_code_change:
                 raise StoreError(
@@ -842,6 +842,10 @@ def describe_failure(err: BaseException) -> tuple[int, str]:
         if err.strerror and not isinstance(err, FileNotFoundError | TimeoutError):
             return 2, f"{err.strerror}{_filename(err)}"
         return 2, text or type(err).__name__
+    plugin = _plugin_frame(err)
+    if plugin:  # a bug in the user's plug-in, not in the harness
+        what = f"{type(err).__name__}: {text}"
+        return 1, f"plug-in code failed at {plugin} ({what}); --debug shows the traceback"
     if isinstance(err, ValueError):  # bad values, corrupt files (their messages name the file)
         return 2, text
     if "BackendConnectionError" in names:  # a cluster that cannot be reached: fix and rerun
@@ -850,26 +854,17 @@ def describe_failure(err: BaseException) -> tuple[int, str]:
         return 1, text
     if isinstance(err, RuntimeError):
         return 1, text
-    plugin = _plugin_frame(err)
-    if plugin:  # a bug in the user's plug-in, not in the harness
-        what = f"{type(err).__name__}: {text}"
-        return 1, f"plug-in code failed at {plugin} ({what}); --debug shows the traceback"
     return 1, f"{INTERNAL} ({type(err).__name__}: {text}); please report it"
 
 
 def _plugin_frame(err: BaseException) -> str:
-    """'FILE:LINE' of the innermost frame of ``err`` in code that is neither this project nor
-    Python's or an installed library's ('' when there is none): where a plug-in failed."""
-    import sysconfig
+    """'FILE:LINE' of the innermost frame of ``err`` in a plug-in loaded by this process ('' when
+    none): where a plug-in failed, however it was installed."""
+    from dmaml_core.plugins import is_plugin_file
 
-    ours = Path(__file__).resolve().parents[1]
-    libraries = {Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "purelib", "platlib")}
     for frame in reversed(traceback.extract_tb(err.__traceback__)):
-        path = Path(frame.filename).resolve()
-        if any(path.is_relative_to(lib) for lib in libraries) or frame.filename.startswith("<"):
-            continue
-        in_project = any(path.is_relative_to(ours / pkg) for pkg in ("dmaml_core", "harness"))
-        return "" if in_project else f"{frame.filename}:{frame.lineno}"
+        if is_plugin_file(frame.filename):
+            return f"{frame.filename}:{frame.lineno}"
     return ""
 
 

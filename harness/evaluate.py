@@ -29,9 +29,8 @@ def _case_start(folder: RunFolder, case_id: str, seed: int) -> dict[str, Any]:
     """The latest case_start record of this case-seed (it holds the case's full settings)."""
     found: dict[str, Any] | None = None
     cases = set()
-    for line in folder.records_path.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") != "case_start":
+    for record in folder.records():  # a torn last line skipped, an archived folder read too
+        if record.get("kind") != "case_start" or "case_id" not in record:
             continue
         cases.add(record["case_id"])
         mine = record["case_id"] == case_id and record["seed"] == seed
@@ -52,7 +51,7 @@ def case_of(record: dict[str, Any]) -> Case:
 
 def final_theta(folder: RunFolder, case_id: str, seed: int) -> tuple[list[np.ndarray], int, Case]:
     """(theta, runs done, case) from the case-seed's newest checkpoint that reads back."""
-    if not folder.path.is_dir() or not folder.records_path.exists():
+    if not folder.records_path.exists() and not folder.archived_records_path.exists():
         raise StoreError(f"{folder.path}: not a dmaml-bench results folder (no records.jsonl)")
     case = case_of(_case_start(folder, case_id, seed))
     store = CheckpointStore(checkpoint_dir(folder.path, case_id, seed))

@@ -205,7 +205,12 @@ class Sampler:
         self.poll()
         with self._lock:
             self.sample.peak_rss_bytes = self.memory.read()
-        return self.sample
+            # a copy: a poll already under way must not change what this run reports
+            return Sample(
+                self.sample.peak_rss_bytes,
+                list(self.sample.gpu_util_max_pct),
+                list(self.sample.gpu_mem_max_bytes),
+            )
 
     def close(self) -> None:
         self._closed.set()

@@ -906,17 +906,12 @@ TIMING_DROP = [
     "relative_pct",
     "notes",
 ]
-COMPARISON_DROP = [
-    "quality_test",
-    "baseline",
-    "wall_significant",
-    "wall_diff_ci95_s",
-    "at_runs",
-    "loss_significant",
-    "accuracy_significant",
-    "loss_diff_ci95",
-    "accuracy_diff_ci95",
-]
+COMPARISON_DROP = ["quality_test", "baseline", "wall_significant", "wall_diff_ci95_s", "at_runs"]
+
+
+def comparison_drop(metric: Metric) -> list[str]:
+    """What the comparison table loses first to fit the terminal, for the compared metric."""
+    return [*COMPARISON_DROP, f"{metric.name}_significant", f"{metric.name}_diff_ci95"]
 
 
 def domain_lines(results: Results) -> list[str]:
@@ -1088,7 +1083,8 @@ def render(results: Results, n_runs: int, fmt: str = "simple", wide: bool = Fals
                 "significant at 5%)"
             )
         )
-        parts.append(table(comparison, cols, fmt, width, COMPARISON_DROP))
+        drop = comparison_drop(quality_metric(results))
+        parts.append(table(comparison, cols, fmt, width, drop))
     return "\n".join(parts)
 
 

@@ -133,8 +133,8 @@ def run_fields(
     case: Case, record: RunRecord, meter: RunMeter, metrics: tuple[Metric, ...] = ()
 ) -> dict[str, Any]:
     """The measurement fields of one run, with units in the names; the training score (the last
-    inner step's mean over the tasks) under the name of the domain's score metric, where it
-    declares one (accuracy, return); a regression has none."""
+    inner step's mean over the tasks) as ``train_<name>`` of the domain's score metric, where it
+    declares one (train_accuracy, train_return); a regression has none."""
     measured = meter.result
     assert measured is not None
     wall = measured.wall_s
@@ -169,7 +169,9 @@ def run_fields(
         "loss_sums": record.loss_sums.tolist(),
         "loss_sum": float(np.mean(last_losses)),
         **{
-            m.name: float(np.mean(record.accuracies[:, -1])) for m in metrics if m.source == "score"
+            f"train_{m.name}": float(np.mean(record.accuracies[:, -1]))
+            for m in metrics
+            if m.source == "score"
         },
         "kept": list(record.kept),
         "diverged": bool(record.diverged or not np.all(np.isfinite(last_losses))),

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -127,7 +128,12 @@ class RunFolder:
 
     @classmethod
     def latest(cls, root: Path, suite: str, scale: str) -> RunFolder | None:
-        candidates = sorted((root / suite).glob(f"{scale}-*/{MANIFEST}"))
+        """The newest folder of exactly this scale (``quick-<stamp>``, never ``quick-gpu-...``
+        of a scale a suite named itself)."""
+        name = re.compile(re.escape(scale) + r"-\d{8}T\d{12}Z")
+        candidates = sorted(
+            m for m in (root / suite).glob(f"{scale}-*/{MANIFEST}") if name.fullmatch(m.parent.name)
+        )
         return cls(candidates[-1].parent) if candidates else None
 
     def manifest(self) -> dict[str, Any]:

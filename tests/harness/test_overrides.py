@@ -77,3 +77,17 @@ def test_a_scale_the_suite_names_itself(
     (folder,) = (results / "tiny").iterdir()
     assert folder.name.startswith("tiny2-")
     assert json.loads((folder / "manifest.json").read_text())["scale"] == "tiny2"
+
+
+def test_latest_folder_is_of_exactly_this_scale(tmp_path: Path) -> None:
+    """A scale a suite names itself, 'quick-gpu', is not a 'quick' folder."""
+    from harness.store import RunFolder
+
+    quick = RunFolder.create(tmp_path, "s", "quick")
+    quick.write_manifest({"suite": "s", "scale": "quick"})
+    other = RunFolder.create(tmp_path, "s", "quick-gpu")  # created later: newer stamp
+    other.write_manifest({"suite": "s", "scale": "quick-gpu"})
+    found = RunFolder.latest(tmp_path, "s", "quick")
+    assert found is not None and found.path == quick.path
+    again = RunFolder.latest(tmp_path, "s", "quick-gpu")
+    assert again is not None and again.path == other.path

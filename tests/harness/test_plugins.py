@@ -198,17 +198,24 @@ def test_a_sample_without_a_default_split_is_refused(plugin_dir: Path) -> None:
     sys.modules.pop("nosplit", None)
 
 
+@pytest.mark.parametrize(
+    ("bug", "error"),
+    [
+        ("slope = rng.uniformly", "AttributeError"),  # was an internal error
+        ("slope = np.zeros((2, 2)) @ np.zeros((3, 3)); slope = rng.uniform", "ValueError"),
+    ],
+)
 def test_a_bug_in_plugin_code_is_named_as_such(
-    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    plugin_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], bug: str, error: str
 ) -> None:
     """A plug-in that fails mid-run (here its sampler) is reported at its own file and line, not
-    as an internal error of the harness."""
-    broken = GOOD.replace("slope = rng.uniform", "slope = rng.uniformly")
+    as an internal error of the harness, nor as bad input (a ValueError would read as one)."""
+    broken = GOOD.replace("slope = rng.uniform", bug)
     (plugin_dir / "buggy.py").write_text(broken)
     suite = write_suite(tmp_path, domain="buggy:Line", generator="plain")
     code, _, err = run_cli(capsys, "run", str(suite), "--scale", "smoke", "--quiet",
                            "--results-dir", str(tmp_path / "results"))  # fmt: skip
     line = err.strip().splitlines()[-1]  # after "results so far kept in ..."
     assert code == 1 and "error: plug-in code failed at" in line and "buggy.py:" in line, err
-    assert "AttributeError" in line and "internal error" not in line
+    assert error in line and "internal error" not in line
     sys.modules.pop("buggy", None)
