@@ -153,27 +153,33 @@ def test_a_choice_measured_on_a_busy_machine_is_provisional(
 
 def test_others_busy_sees_another_process_but_not_this_one() -> None:
     """The share of the machine another process takes: a CPU-bound child counts, our own busy
-    loop does not."""
+    loop does not. Up to three tries: on a machine that other jobs load unevenly, one window of
+    a second can see their load drop just as the child starts (a CI box is shared)."""
     import subprocess
     import sys
 
-    start = layouts.CpuSnapshot.now()
-    end_at = time.perf_counter() + 0.5
-    while time.perf_counter() < end_at:  # our own work
-        pass
-    own_only = layouts.others_busy(start, layouts.CpuSnapshot.now())
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"]
-    )
-    try:
-        time.sleep(0.3)
+    seen = []
+    for _ in range(3):
         start = layouts.CpuSnapshot.now()
-        time.sleep(1.0)
-        with_child = layouts.others_busy(start, layouts.CpuSnapshot.now())
-    finally:
-        child.wait(timeout=30)
-    # a child busy on one core adds a share; a machine already saturated by others stays at ~1
-    assert with_child >= min(own_only + 0.4 / (os.cpu_count() or 1), 0.9), (own_only, with_child)
+        end_at = time.perf_counter() + 0.5
+        while time.perf_counter() < end_at:  # our own work
+            pass
+        own_only = layouts.others_busy(start, layouts.CpuSnapshot.now())
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time\nt=time.time()\nwhile time.time()-t<1.5: pass"]
+        )
+        try:
+            time.sleep(0.3)
+            start = layouts.CpuSnapshot.now()
+            time.sleep(1.0)
+            with_child = layouts.others_busy(start, layouts.CpuSnapshot.now())
+        finally:
+            child.wait(timeout=30)
+        seen.append((own_only, with_child))
+        # a child busy on one core adds a share; a machine already saturated by others stays ~1
+        if with_child >= min(own_only + 0.4 / (os.cpu_count() or 1), 0.9):
+            return
+    raise AssertionError(f"the child's share was never seen: (own, with child) = {seen}")
 
 
 @pytest.mark.slow
