@@ -14,7 +14,8 @@ def test_builds_with_params() -> None:
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown thing 'pear'; known: pair$"):
+    known = r"unknown thing 'pear'; known: pair; or a plug-in as module:Class$"
+    with pytest.raises(ValueError, match=known):
         build("thing", REGISTRY, "pear", {})
 
 

@@ -78,8 +78,10 @@ def test_bad_fields_name_file_field_and_accepted(
 def test_unknown_scale_and_suite(tmp_path: Path) -> None:
     with pytest.raises(SuiteError, match="no 'paper' preset; this suite has: smoke"):
         load_suite(write(tmp_path, GOOD), "paper")
-    with pytest.raises(SuiteError, match="unknown scale 'huge'"):
+    with pytest.raises(SuiteError, match="no 'huge' preset; this suite has: smoke"):
         load_suite(write(tmp_path, GOOD), "huge")
+    with pytest.raises(SuiteError, match=r"scale '\.\./x': letters, digits"):
+        load_suite(write(tmp_path, GOOD), "../x")
     with pytest.raises(
         SuiteError, match=r"no suite 'nope': not a \.toml file, nor one of: aggregation"
     ):
